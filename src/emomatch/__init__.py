@@ -1,0 +1,5 @@
+"""emomatch: semi-supervised multimodal emotion recognition with cross-modal distribution matching."""
+
+__version__ = "0.1.0"
+
+MODALITIES: tuple[str, ...] = ("acoustic", "visual", "lexical")

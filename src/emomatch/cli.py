@@ -1,0 +1,175 @@
+"""The ``emomatch`` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from emomatch.errors import EmomatchError
+
+app = typer.Typer(
+    help="Semi-supervised multimodal emotion recognition with cross-modal distribution matching.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _setup_logging() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in (
+        "pytorch_lightning",
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning_fabric",
+        "matplotlib",
+    ):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config")],
+    out: Annotated[Optional[Path], typer.Option(help="run folder (default runs/<config name>)")] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="override a config key, e.g. --set loss.alpha=0.5"),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+) -> None:
+    """Train a model (selected on validation), then evaluate it on the test split."""
+    _setup_logging()
+    from emomatch.config import load_config
+    from emomatch.runs import train_and_report
+
+    try:
+        cfg = load_config(config, set_ or [])
+        run_dir = out or Path("runs") / config.stem
+        metrics = train_and_report(cfg, run_dir, resume=resume)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    if metrics:
+        typer.echo(
+            f"test ({metrics['split']}): WAP {100 * metrics['wap']:.1f}  UA {100 * metrics['ua']:.1f}  "
+            f"WA {100 * metrics['wa']:.1f}  wF1 {100 * metrics['weighted_f1']:.1f}  "
+            f"mF1 {100 * metrics['macro_f1']:.1f}   -> {run_dir / 'metrics.json'}"
+        )
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="run folder written by `emomatch train`")],
+    split: Annotated[Optional[str], typer.Option(help="split value (default: the run's test split)")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="another store with the same features")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="where metrics.json goes (default RUN/evaluation)")] = None,
+) -> None:
+    """Evaluate a run's best checkpoint on a split and write metrics.json + confusion.png."""
+    _setup_logging()
+    from emomatch.evaluation import evaluate_checkpoint, write_report
+
+    try:
+        metrics = evaluate_checkpoint(run / "checkpoints" / "best.ckpt", store=store, split=split)
+        classes = metrics.pop("classes", None)
+        if classes is None:
+            from emomatch.evaluation import load_checkpoint
+
+            classes = load_checkpoint(run / "checkpoints" / "best.ckpt").classes
+        path = write_report(out or run / "evaluation", metrics, classes)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(
+        f"{metrics['split']}: WAP {100 * metrics['wap']:.1f}  UA {100 * metrics['ua']:.1f}  "
+        f"WA {100 * metrics['wa']:.1f}  wF1 {100 * metrics['weighted_f1']:.1f}  -> {path}"
+    )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="demo folder")] = Path("runs/demo"),
+    seeds: Annotated[int, typer.Option(help="number of seeds per mode")] = 3,
+    epochs: Annotated[int, typer.Option(help="epochs per run")] = 15,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Build the synthetic demo corpus, train fully and semi-supervised A+V+L, compare."""
+    _setup_logging()
+    from emomatch.demo import format_table, run_demo
+
+    try:
+        summary = run_demo(out, seeds=range(seeds), epochs=epochs, progress=progress)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"\nA+V+L on the synthetic demo corpus, test split, mean ± std over {seeds} seeds (%):")
+    typer.echo(format_table(summary))
+    typer.echo(f"-> {out / 'summary.json'}")
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="folder of the new feature store")],
+    shapes: Annotated[str, typer.Option(help="'small' or 'paper' (1582, 18x342, 22x1024)")] = "small",
+    n_train: Annotated[int, typer.Option()] = 200,
+    n_validation: Annotated[int, typer.Option()] = 100,
+    n_test: Annotated[int, typer.Option()] = 200,
+    n_unlabeled: Annotated[int, typer.Option()] = 1000,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a synthetic feature store (split field: train/validation/test/unlabeled)."""
+    from emomatch.synthetic import PAPER_SHAPES, SyntheticCorpus, write_synthetic_store
+    from emomatch.synthetic.features import SMALL_SHAPES
+
+    if shapes not in ("small", "paper"):
+        _fail(ValueError(f"--shapes must be 'small' or 'paper', got {shapes!r}"))
+    corpus = SyntheticCorpus(
+        n_train=n_train,
+        n_validation=n_validation,
+        n_test=n_test,
+        n_unlabeled=n_unlabeled,
+        shapes=dict(PAPER_SHAPES if shapes == "paper" else SMALL_SHAPES),
+        seed=seed,
+    )
+    try:
+        store = write_synthetic_store(corpus, out)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"{len(store)} utterances -> {out}")
+
+
+@app.command()
+def info(store: Annotated[Path, typer.Argument(help="feature store folder")]) -> None:
+    """Summarize a feature store: modalities, shapes, extractors, split and label counts."""
+    from emomatch.store import FeatureStore
+
+    try:
+        fs = FeatureStore(store)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"{fs.path}: {len(fs)} utterances, classes {fs.classes}")
+    for m, spec in fs.modalities.items():
+        present = int(fs.present(m, fs.index.index.to_numpy()).sum())
+        typer.echo(f"  {m}: {spec.kind} {list(spec.shape)}, present in {present}, {spec.extractor}")
+    for field in fs.fields:
+        counts = fs.index.groupby(field)["label"].apply(lambda s: s.value_counts(dropna=False).to_dict())
+        typer.echo(f"  {field}: {counts.to_dict()}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    try:
+        app()
+    except EmomatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

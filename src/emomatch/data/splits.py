@@ -1,0 +1,158 @@
+"""Choosing a split's utterances and checking them before any training step runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from emomatch.errors import DataError
+from emomatch.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """Rows of one split of a store that have every modality in use."""
+
+    store: FeatureStore
+    name: str
+    rows: np.ndarray
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def labels(self) -> np.ndarray:
+        return self.store.labels(self.rows)
+
+
+def check_shapes(
+    store: FeatureStore, modalities: Sequence[str], expect: Mapping[str, Sequence[int]]
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of the modalities in use; errors name the modality and both shapes."""
+    shapes = {}
+    for m in modalities:
+        if m not in store.modalities:
+            have = ", ".join(store.modalities)
+            raise DataError(f"store {store.path} has no {m} features (it has: {have})")
+        shapes[m] = store.modalities[m].shape
+        if m in expect and tuple(expect[m]) != shapes[m]:
+            raise DataError(
+                f"store {store.path}: {m} features have shape {list(shapes[m])}, "
+                f"but the config expects {list(expect[m])} (data.expect_shapes.{m})"
+            )
+    return shapes
+
+
+def check_compatible(a: FeatureStore, b: FeatureStore, modalities: Sequence[str]) -> None:
+    """Two stores in one run must hold the same features (shape and extractor settings)."""
+    for m in modalities:
+        sa, sb = a.modalities.get(m), b.modalities.get(m)
+        if sa is None or sb is None or not sa.same_features(sb):
+            raise DataError(
+                f"{m} features differ between {a.path} ({sa}) and {b.path} ({sb}); "
+                "one run needs features of the same extractor settings"
+            )
+    if a.classes != b.classes:
+        raise DataError(f"classes differ between {a.path} and {b.path}")
+
+
+def select_split(
+    store: FeatureStore,
+    field: str,
+    value: str,
+    modalities: Sequence[str],
+    labeled: bool,
+) -> Split:
+    """Rows where ``field == value`` that have all ``modalities``; labeled splits must be
+    fully labeled."""
+    rows = store.select(field, value)
+    if len(rows) == 0:
+        raise DataError(f"store {store.path} has no utterance with {field} == {value!r}")
+    keep = np.ones(len(rows), dtype=bool)
+    for m in modalities:
+        keep &= store.present(m, rows)
+    dropped = int((~keep).sum())
+    if dropped:
+        log.warning(
+            "%s split %r: %d of %d utterances miss a modality in use and are left out",
+            store.path,
+            value,
+            dropped,
+            len(rows),
+        )
+    rows = rows[keep]
+    if len(rows) == 0:
+        raise DataError(
+            f"store {store.path}: every utterance of split {value!r} misses one of "
+            f"{', '.join(modalities)}"
+        )
+    split = Split(store=store, name=value, rows=rows, dropped=dropped)
+    if labeled:
+        labels = split.labels()
+        if (labels < 0).any():
+            bad = store.ids(rows[labels < 0][:3])
+            raise DataError(
+                f"store {store.path}: split {value!r} should be labeled but utterance(s) "
+                f"{', '.join(bad)} have no label among {store.classes}"
+            )
+    return split
+
+
+def require_all_classes(split: Split) -> None:
+    """A training split missing a class cannot learn it: refuse before training starts."""
+    present = set(np.unique(split.labels()).tolist())
+    absent = [c for i, c in enumerate(split.store.classes) if i not in present]
+    if absent:
+        raise DataError(
+            f"store {split.store.path}: training split {split.name!r} has no utterance of "
+            f"class(es) {', '.join(absent)}; every class needs labeled examples"
+        )
+
+
+def check_finite(split: Split, modalities: Sequence[str]) -> None:
+    """NaN or infinite features are an error that names the utterance and modality."""
+    for m in modalities:
+        for rows, x in split.store.iter_chunks(m, split.rows):
+            bad = ~np.isfinite(x.reshape(len(rows), -1)).all(axis=1)
+            if bad.any():
+                ids = split.store.ids(rows[bad][:3])
+                raise DataError(
+                    f"store {split.store.path}: {m} features of utterance(s) {', '.join(ids)} "
+                    f"(split {split.name!r}) contain NaN or infinite values"
+                )
+
+
+def fit_stats(split: Split, modalities: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-dimension mean and std over valid positions of the split (float64 accumulation).
+
+    Also checks finiteness on the way, since it reads every value anyway.
+    """
+    stats = {}
+    for m in modalities:
+        spec = split.store.modalities[m]
+        total = np.zeros(spec.dim)
+        total_sq = np.zeros(spec.dim)
+        count = 0
+        for rows, x in split.store.iter_chunks(m, split.rows):
+            if not np.isfinite(x).all():
+                check_finite(Split(split.store, split.name, rows), [m])
+            if x.ndim == 3:
+                lengths = split.store.lengths(m, rows)
+                valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
+                x = x[valid]
+            x64 = x.astype(np.float64)
+            total += x64.sum(0)
+            total_sq += (x64**2).sum(0)
+            count += x64.shape[0]
+        mean = total / count
+        var = np.maximum(total_sq / count - mean**2, 0.0)
+        std = np.sqrt(var)
+        # A constant dimension carries nothing; dividing by ~0 would blow it up.
+        std[std < 1e-6] = 1.0
+        stats[m] = (mean.astype(np.float32), std.astype(np.float32))
+    return stats

@@ -1,0 +1,17 @@
+"""Errors a user can act on: each names the file/field and what is wrong."""
+
+
+class EmomatchError(Exception):
+    """Base class of errors that the command line reports in one line and exits non-zero."""
+
+
+class ConfigError(EmomatchError):
+    pass
+
+
+class StoreError(EmomatchError):
+    pass
+
+
+class DataError(EmomatchError):
+    pass

@@ -1,0 +1,78 @@
+"""Running a trained model over a split of a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emomatch.data import EvalBatches, FeatureBatches, Split, check_finite, select_split
+from emomatch.errors import DataError, EmomatchError
+from emomatch.metrics import classification_metrics
+from emomatch.store import FeatureStore
+from emomatch.training import EmoMatchModule
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> EmoMatchModule:
+    path = Path(path)
+    if not path.is_file():
+        raise EmomatchError(f"checkpoint {path} does not exist")
+    module = EmoMatchModule.load_from_checkpoint(path, map_location=device)
+    module.eval()
+    return module
+
+
+def predict_split(module: EmoMatchModule, split: Split, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (n x K) of the split's rows, in order."""
+    mods = list(module.shapes)
+    batches = FeatureBatches(split, mods, with_labels=False)
+    device = next(module.parameters()).device
+    probs = []
+    with torch.no_grad():
+        for key in EvalBatches(len(split), batch_size):
+            part = batches[key]["labeled"]
+            part["inputs"] = {m: (x.to(device), n.to(device)) for m, (x, n) in part["inputs"].items()}
+            probs.append(torch.softmax(module(part).float(), dim=1).cpu())
+    return torch.cat(probs).numpy()
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    store: str | Path | None = None,
+    split: str | None = None,
+    split_field: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on one labeled split (default: the run's store and test split)."""
+    module = load_checkpoint(checkpoint)
+    data_cfg = module.cfg.data
+    store_obj = FeatureStore(store if store is not None else data_cfg.store)
+    mods = list(module.shapes)
+    for m in mods:
+        if m not in store_obj.modalities:
+            raise DataError(f"store {store_obj.path} has no {m} features; the model needs them")
+        have = store_obj.modalities[m].shape
+        if tuple(have) != tuple(module.shapes[m]):
+            raise DataError(
+                f"store {store_obj.path}: {m} features have shape {list(have)}, but the model "
+                f"was trained on {list(module.shapes[m])}"
+            )
+    if store_obj.classes != module.classes:
+        raise DataError(
+            f"store {store_obj.path} has classes {store_obj.classes}, the model {module.classes}"
+        )
+    rows = select_split(
+        store_obj,
+        split_field or data_cfg.split_field,
+        split or data_cfg.test_split,
+        mods,
+        labeled=True,
+    )
+    check_finite(rows, mods)
+    probs = predict_split(module, rows)
+    y = rows.labels()
+    metrics = classification_metrics(y, probs.argmax(1), len(module.classes))
+    metrics["split"] = rows.name
+    metrics["dropped_missing_modality"] = rows.dropped
+    return metrics

@@ -1,0 +1,49 @@
+"""metrics.json and the confusion-matrix picture of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def plot_confusion(confusion: Sequence[Sequence[float]], classes: Sequence[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            color = "white" if norm[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center",
+                    color=color, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir: str | Path, metrics: dict[str, Any], classes: Sequence[str]) -> Path:
+    """Write ``metrics.json`` (atomically) and ``confusion.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "metrics.json"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".metrics.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump({**metrics, "classes": list(classes)}, fh, indent=2)
+    os.replace(tmp, path)
+    plot_confusion(metrics["confusion"], classes, out / "confusion.png")
+    return path

@@ -1,0 +1,111 @@
+"""The paper's objective: L = L_s + omega * L_u (Eq. 7-9), with the Table 7 switches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from emomatch.config import LossConfig
+from emomatch.model.matching import matching_pairs, matching_terms
+from emomatch.model.network import EmotionModel, Inputs
+
+
+def reversed_target(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The sequence reversed in time within its valid part; padding stays where it was."""
+    t = x.shape[1]
+    pos = torch.arange(t, device=x.device)[None, :]
+    src = (lengths[:, None] - 1 - pos).clamp(min=0)
+    src = torch.where(pos < lengths[:, None], src, pos)
+    return torch.gather(x, 1, src[:, :, None].expand_as(x))
+
+
+def reconstruction_loss(
+    rec: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """MSE over valid elements only. Vectors are compared to themselves, sequences to their
+    time-reversed valid part."""
+    if x.dim() == 2:
+        return F.mse_loss(rec, x)
+    target = reversed_target(x, lengths)
+    valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+    err = (rec - target).pow(2).sum(-1) * valid
+    return err.sum() / (valid.sum().clamp_min(1.0) * x.shape[2])
+
+
+@dataclass
+class Terms:
+    """Unweighted loss terms of one stream (labeled or unlabeled)."""
+
+    rec: torch.Tensor
+    pair: torch.Tensor
+    unpaired: torch.Tensor
+    cls: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+def stream_terms(
+    model: EmotionModel,
+    inputs: Inputs,
+    cfg: LossConfig,
+    labels: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Terms:
+    """Compute the terms of one batch; switched-off terms are not computed at all (zero)."""
+    out = model(inputs, reconstruct=cfg.reconstruction)
+    zero = out.logits.new_zeros(())
+    rec = zero
+    if cfg.reconstruction:
+        rec = sum(
+            (reconstruction_loss(out.reconstructions[m], *inputs[m]) for m in model.modalities),
+            zero,
+        )
+    pair = unpaired = zero
+    if cfg.matching:
+        pair, unpaired = matching_terms(
+            out.latents,
+            matching_pairs(model.modalities, cfg.pairs),
+            cfg.measure,
+            cfg.bandwidth,
+            cfg.sigma,
+            cfg.sigma_scales,
+            generator,
+        )
+    cls = None
+    if labels is not None:
+        cls = F.cross_entropy(out.logits, labels, weight=class_weights)
+    return Terms(rec=rec, pair=pair, unpaired=unpaired, cls=cls, logits=out.logits)
+
+
+def objective(
+    labeled: Terms, unlabeled: Terms | None, cfg: LossConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its weighted parts (the parts add up to the total).
+
+    L_s = L_cls + alpha * L_rec + beta * (L_pair + L_unpaired)                (Eq. 7)
+    L_u = alpha * L_rec_u + beta * (L_pair_u + L_unpaired_u)                  (Eq. 8)
+    L   = L_s + omega * L_u                                                   (Eq. 9)
+    """
+    assert labeled.cls is not None, "the labeled stream needs labels"
+    zero = labeled.cls.new_zeros(())
+    parts: dict[str, torch.Tensor] = {
+        "cls": labeled.cls,
+        "rec": cfg.alpha * labeled.rec if cfg.reconstruction else zero,
+        "match": cfg.beta * (labeled.pair + labeled.unpaired) if cfg.matching else zero,
+        "unlabeled_rec": zero,
+        "unlabeled_match": zero,
+    }
+    if cfg.unlabeled and unlabeled is not None:
+        if cfg.reconstruction:
+            parts["unlabeled_rec"] = cfg.omega * cfg.alpha * unlabeled.rec
+        if cfg.matching:
+            parts["unlabeled_match"] = cfg.omega * cfg.beta * (unlabeled.pair + unlabeled.unpaired)
+    total = sum(parts.values(), zero)
+    return total, parts
+
+
+def term_values(terms: Terms) -> Mapping[str, torch.Tensor]:
+    return {"rec": terms.rec, "pair": terms.pair, "unpaired": terms.unpaired}

@@ -1,0 +1,82 @@
+"""The full model: one auto-encoder per modality in use and a classifier on their latents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from emomatch import MODALITIES
+from emomatch.config import ModelConfig
+from emomatch.errors import ConfigError
+from emomatch.model.autoencoders import (
+    LEXICAL_CONVS,
+    VISUAL_CONVS,
+    AcousticDAE,
+    SequenceDAE,
+    mlp,
+)
+
+#: A batch of inputs: modality -> (features, valid lengths)
+Inputs = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class ModelOutput:
+    latents: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    reconstructions: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class EmotionModel(nn.Module):
+    """Auto-encoders for any subset of A, V, L and an MLP classifier on [z_a; z_v; z_l]."""
+
+    def __init__(
+        self, shapes: Mapping[str, tuple[int, ...]], num_classes: int, cfg: ModelConfig
+    ) -> None:
+        super().__init__()
+        # A fixed order makes the concatenation independent of how the caller listed them.
+        self.modalities = [m for m in MODALITIES if m in shapes]
+        if not self.modalities:
+            raise ConfigError("the model needs at least one modality")
+        self.daes = nn.ModuleDict()
+        for m in self.modalities:
+            shape = tuple(shapes[m])
+            if m == "acoustic":
+                if len(shape) != 1:
+                    raise ConfigError(f"acoustic features must be vectors, got shape {shape}")
+                self.daes[m] = AcousticDAE(shape[0], cfg.acoustic_hidden, cfg.latent_dim)
+            else:
+                if len(shape) != 2:
+                    raise ConfigError(f"{m} features must be sequences (T x D), got {shape}")
+                self.daes[m] = SequenceDAE(
+                    max_len=shape[0],
+                    dim=shape[1],
+                    convs=VISUAL_CONVS if m == "visual" else LEXICAL_CONVS,
+                    hidden=cfg.visual_hidden if m == "visual" else cfg.lexical_hidden,
+                    latent=cfg.latent_dim,
+                    heads=cfg.heads,
+                    layers=cfg.transformer_layers,
+                    feedforward=cfg.feedforward_dim,
+                    dropout=cfg.dropout,
+                )
+        self.classifier = mlp(
+            [cfg.latent_dim * len(self.modalities), *cfg.classifier_hidden, num_classes]
+        )
+
+    def encode(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        return {m: self.daes[m].encode(*inputs[m]) for m in self.modalities}
+
+    def classify(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.classifier(torch.cat([latents[m] for m in self.modalities], dim=1))
+
+    def forward(self, inputs: Inputs, reconstruct: bool = True) -> ModelOutput:
+        latents = self.encode(inputs)
+        out = ModelOutput(latents=latents, logits=self.classify(latents))
+        if reconstruct:
+            out.reconstructions = {
+                m: self.daes[m].decode(latents[m], inputs[m][1]) for m in self.modalities
+            }
+        return out

@@ -1,0 +1,110 @@
+"""The LightningModule: normalization, the model, the objective, validation metrics."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from emomatch.config import ExperimentConfig
+from emomatch.data import to_inputs
+from emomatch.metrics import classification_metrics
+from emomatch.model import EmotionModel, Normalizer
+from emomatch.model.losses import objective, stream_terms
+
+
+class EmoMatchModule(pl.LightningModule):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        shapes: dict[str, list[int]],
+        classes: list[str],
+        class_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = ExperimentConfig.model_validate(config)
+        self.classes = list(classes)
+        self.shapes = {m: tuple(s) for m, s in shapes.items()}
+        self.model = EmotionModel(self.shapes, len(classes), self.cfg.model)
+        self.normalizer = Normalizer({m: s[-1] for m, s in self.shapes.items()})
+        self.class_weights: torch.Tensor | None
+        if class_weights is not None:
+            self.register_buffer("class_weights", torch.tensor(class_weights))
+        else:
+            self.class_weights = None
+        self._val_true: list[torch.Tensor] = []
+        self._val_pred: list[torch.Tensor] = []
+
+    def normalized(self, part: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {
+            m: (self.normalizer(m, x, n), n) for m, (x, n) in to_inputs(part).items()
+        }
+
+    def forward(self, part: dict[str, Any]) -> torch.Tensor:
+        return self.model(self.normalized(part), reconstruct=False).logits
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout draws from the global generator: seeding it per epoch makes an epoch a pure
+        # function of the weights it starts from, so a resumed run repeats an uninterrupted one.
+        seed = self.cfg.seed * 1_000_003 + self.current_epoch * 101 + self.global_rank
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss_cfg = self.cfg.loss
+        shuffles = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.global_step)
+        lab = batch["labeled"]
+        labeled = stream_terms(
+            self.model,
+            self.normalized(lab),
+            loss_cfg,
+            labels=lab["labels"],
+            class_weights=self.class_weights if loss_cfg.class_weights else None,
+            generator=shuffles,
+        )
+        unlabeled = None
+        wants_unlabeled = loss_cfg.unlabeled and (loss_cfg.reconstruction or loss_cfg.matching)
+        if wants_unlabeled and "unlabeled" in batch:
+            unlabeled = stream_terms(
+                self.model, self.normalized(batch["unlabeled"]), loss_cfg, generator=shuffles
+            )
+        total, parts = objective(labeled, unlabeled, loss_cfg)
+        size = len(lab["labels"])
+        self.log("train/loss", total, on_step=False, on_epoch=True, batch_size=size)
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in parts.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=size,
+        )
+        return total
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        lab = batch["labeled"]
+        logits = self(lab)
+        self._val_true.append(lab["labels"].cpu())
+        self._val_pred.append(logits.argmax(1).cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_true:
+            return
+        y = torch.cat(self._val_true).numpy()
+        p = torch.cat(self._val_pred).numpy()
+        self._val_true.clear()
+        self._val_pred.clear()
+        scores = classification_metrics(y, p, len(self.classes))
+        for key in ("wap", "ua", "wa", "weighted_f1", "macro_f1"):
+            self.log(
+                f"val/{key}",
+                float(scores[key]),
+                prog_bar=key == self.cfg.train.select_metric,
+                sync_dist=False,
+            )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.train.lr)

@@ -1,0 +1,105 @@
+"""Everything the trainer reads before the first step: never the test split."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from emomatch.config import ExperimentConfig
+from emomatch.data import (
+    EvalBatches,
+    FeatureBatches,
+    Split,
+    TrainBatches,
+    check_compatible,
+    check_finite,
+    check_shapes,
+    fit_stats,
+    select_split,
+)
+from emomatch.data.splits import require_all_classes
+from emomatch.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    classes: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    train: Split
+    validation: Split
+    unlabeled: Split | None
+    stats: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def class_weights(self) -> list[float]:
+        counts = np.bincount(self.train.labels(), minlength=len(self.classes)).astype(float)
+        return (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
+
+    def loaders(self, cfg: ExperimentConfig) -> tuple[DataLoader, DataLoader]:
+        mods = cfg.data.modalities
+        use_unlabeled = self.unlabeled is not None
+        sampler = TrainBatches(
+            len(self.train),
+            cfg.train.batch_size,
+            len(self.unlabeled) if self.unlabeled is not None else 0,
+            cfg.train.unlabeled_batch_size if use_unlabeled else 0,
+            seed=cfg.seed,
+        )
+        workers = cfg.train.num_workers
+        train = DataLoader(
+            FeatureBatches(self.train, mods, self.unlabeled),
+            sampler=sampler,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+        val = DataLoader(
+            FeatureBatches(self.validation, mods),
+            sampler=EvalBatches(len(self.validation)),
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+        return train, val
+
+
+def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
+    """Open the store(s), check shapes, splits, labels and values, fit z-normalization on the
+    training split. Reads train, validation and unlabeled rows only."""
+    d = cfg.data
+    mods = d.modalities
+    store = FeatureStore(d.store)
+    shapes = check_shapes(store, mods, d.expect_shapes)
+    train = select_split(store, d.split_field, d.train_split, mods, labeled=True)
+    require_all_classes(train)
+    validation = select_split(store, d.split_field, d.validation_split, mods, labeled=True)
+    unlabeled = None
+    if cfg.loss.unlabeled:
+        pool = store
+        if d.unlabeled_store is not None:
+            pool = FeatureStore(d.unlabeled_store)
+            check_compatible(store, pool, mods)
+        unlabeled = select_split(pool, d.split_field, d.unlabeled_split, mods, labeled=False)
+    stats = fit_stats(train, mods)
+    check_finite(validation, mods)
+    if unlabeled is not None:
+        check_finite(unlabeled, mods)
+    log.info(
+        "train %d, validation %d, unlabeled %d utterances (%s)",
+        len(train),
+        len(validation),
+        len(unlabeled) if unlabeled is not None else 0,
+        "+".join(mods),
+    )
+    return TrainingData(
+        classes=store.classes,
+        shapes=shapes,
+        train=train,
+        validation=validation,
+        unlabeled=unlabeled,
+        stats=stats,
+    )
