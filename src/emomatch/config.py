@@ -80,6 +80,16 @@ class LossConfig(_Strict):
     pairs: Literal["paper", "all"] = "paper"
     class_weights: bool = False
 
+    @field_validator("measure")
+    @classmethod
+    def _known_measure(cls, v: str) -> str:
+        # Imported here: the registry lives with the model, which itself reads this module.
+        from emomatch.model.matching import MEASURES
+
+        if v not in MEASURES:
+            raise ValueError(f"unknown measure {v!r}; known: {', '.join(MEASURES.names())}")
+        return v
+
 
 class TrainConfig(_Strict):
     batch_size: int = Field(128, ge=2)

@@ -59,7 +59,7 @@ def median_sigma(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         d2 = squared_distances(pooled, pooled)
         n = pooled.shape[0]
         iu = torch.triu_indices(n, n, offset=1, device=pooled.device)
-        med = d2[iu[0], iu[1]].median()
+        med = torch.quantile(d2[iu[0], iu[1]], 0.5)
         return med.clamp_min(1e-8).sqrt()
 
 

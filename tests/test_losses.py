@@ -1,0 +1,143 @@
+
+import pytest
+import torch
+
+from emomatch.config import LossConfig, ModelConfig
+from emomatch.model import EmotionModel
+from emomatch.model.losses import Terms, objective, reversed_target, stream_terms
+
+SHAPES = {"acoustic": (20,), "visual": (7, 10), "lexical": (9, 12)}
+
+
+def make_model() -> EmotionModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=8, feedforward_dim=16, acoustic_hidden=[16], lexical_hidden=[16])
+    return EmotionModel(SHAPES, 4, cfg).eval()
+
+
+def make_inputs(n: int = 16, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    inputs = {"acoustic": (torch.randn(n, 20, generator=g), torch.ones(n, dtype=torch.long))}
+    for m in ("visual", "lexical"):
+        t, d = SHAPES[m]
+        lengths = torch.randint(1, t + 1, (n,), generator=g)
+        x = torch.randn(n, t, d, generator=g)
+        x[torch.arange(t)[None, :] >= lengths[:, None]] = 0.0
+        inputs[m] = (x, lengths)
+    return inputs
+
+
+def terms_of(model, inputs, cfg, labels=None, seed=5) -> Terms:
+    return stream_terms(model, inputs, cfg, labels=labels, generator=torch.Generator().manual_seed(seed))
+
+
+def test_reversed_target_reverses_valid_part_only() -> None:
+    x = torch.arange(5.0)[None, :, None].repeat(2, 1, 1)
+    x[1, 3:] = 0
+    out = reversed_target(x, torch.tensor([5, 3]))
+    assert out[0, :, 0].tolist() == [4, 3, 2, 1, 0]
+    assert out[1, :, 0].tolist() == [2, 1, 0, 0, 0]
+
+
+def test_padding_never_changes_a_loss() -> None:
+    model = make_model()
+    inputs = make_inputs()
+    labels = torch.arange(16) % 4
+    for measure in ("pairwise", "batch"):
+        cfg = LossConfig(measure=measure)
+        clean = terms_of(model, inputs, cfg, labels)
+        noisy = {m: (x.clone(), n) for m, (x, n) in inputs.items()}
+        for m in ("visual", "lexical"):
+            x, n = noisy[m]
+            pad = torch.arange(x.shape[1])[None, :] >= n[:, None]
+            x[pad] = 1e3 * torch.randn(int(pad.sum()), x.shape[2])
+        dirty = terms_of(model, noisy, cfg, labels)
+        for name in ("rec", "pair", "unpaired", "cls"):
+            assert torch.allclose(getattr(clean, name), getattr(dirty, name), atol=1e-5), name
+
+
+def test_padding_is_visible_to_the_test_above() -> None:
+    # Guard: the same perturbation on *valid* positions must change the losses.
+    model = make_model()
+    inputs = make_inputs()
+    cfg = LossConfig()
+    clean = terms_of(model, inputs, cfg)
+    x, n = inputs["visual"]
+    changed = dict(inputs, visual=(x + 1.0 * (torch.arange(7)[None, :, None] < n[:, None, None]), n))
+    assert not torch.allclose(clean.rec, terms_of(model, changed, cfg).rec)
+
+
+def _parts(cfg: LossConfig):
+    model = make_model()
+    labels = torch.arange(16) % 4
+    lab = terms_of(model, make_inputs(seed=0), cfg, labels)
+    unl = terms_of(model, make_inputs(seed=1), cfg)
+    total, parts = objective(lab, unl, cfg)
+    assert float(total) == pytest.approx(float(sum(parts.values())), rel=1e-6)
+    return {k: float(v) for k, v in parts.items()}
+
+
+WEIGHT_TERMS = {
+    "alpha": {"rec", "unlabeled_rec"},
+    "beta": {"match", "unlabeled_match"},
+    "omega": {"unlabeled_rec", "unlabeled_match"},
+}
+
+
+@pytest.mark.parametrize("weight", ["alpha", "beta", "omega"])
+def test_each_weight_changes_exactly_its_terms(weight: str) -> None:
+    base = _parts(LossConfig())
+    changed = _parts(LossConfig(**{weight: getattr(LossConfig(), weight) * 3}))
+    for key in base:
+        if key in WEIGHT_TERMS[weight]:
+            assert changed[key] == pytest.approx(3 * base[key], rel=1e-5), key
+            assert abs(base[key]) > 1e-6, key
+        else:
+            assert changed[key] == pytest.approx(base[key], rel=1e-6), key
+
+
+SWITCH_TERMS = {
+    "reconstruction": {"rec", "unlabeled_rec"},
+    "matching": {"match", "unlabeled_match"},
+    "unlabeled": {"unlabeled_rec", "unlabeled_match"},
+}
+
+
+@pytest.mark.parametrize("switch", ["reconstruction", "matching", "unlabeled"])
+def test_each_ablation_switch_removes_exactly_its_terms(switch: str) -> None:
+    base = _parts(LossConfig())
+    off = _parts(LossConfig(**{switch: False}))
+    for key in base:
+        if key in SWITCH_TERMS[switch]:
+            assert off[key] == 0.0 and base[key] != 0.0, key
+        else:
+            assert off[key] == pytest.approx(base[key], rel=1e-6), key
+
+
+def test_switched_off_reconstruction_leaves_decoders_untouched() -> None:
+    model = make_model().train()
+    cfg = LossConfig(reconstruction=False)
+    lab = terms_of(model, make_inputs(), cfg, torch.arange(16) % 4)
+    total, _ = objective(lab, None, cfg)
+    total.backward()
+    assert model.daes["acoustic"].decoder[0].weight.grad is None
+    assert model.daes["acoustic"].encoder[0].weight.grad is not None
+
+
+def test_matching_gradients_flow_into_encoders() -> None:
+    model = make_model().train()
+    cfg = LossConfig(reconstruction=False)
+    lab = terms_of(model, make_inputs(), cfg)
+    (lab.pair + lab.unpaired).backward()
+    assert model.daes["visual"].encoder_head[0].weight.grad.abs().sum() > 0
+    assert model.classifier[0].weight.grad is None
+
+
+def test_batch_measure_makes_matching_vanish_as_the_paper_writes_it() -> None:
+    model = make_model()
+    cfg = LossConfig(measure="batch")
+    t = terms_of(model, make_inputs(), cfg)
+    assert abs(float(t.pair + t.unpaired)) < 1e-5
+    assert abs(float(t.pair)) > 1e-4
+    default = terms_of(model, make_inputs(), LossConfig())
+    assert abs(float(default.pair + default.unpaired)) > 1e-4
