@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 
@@ -28,7 +27,9 @@ def make_inputs(n: int = 16, seed: int = 0) -> dict[str, tuple[torch.Tensor, tor
 
 
 def terms_of(model, inputs, cfg, labels=None, seed=5) -> Terms:
-    return stream_terms(model, inputs, cfg, labels=labels, generator=torch.Generator().manual_seed(seed))
+    return stream_terms(
+        model, inputs, cfg, labels=labels, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_reversed_target_reverses_valid_part_only() -> None:
@@ -63,7 +64,9 @@ def test_padding_is_visible_to_the_test_above() -> None:
     cfg = LossConfig()
     clean = terms_of(model, inputs, cfg)
     x, n = inputs["visual"]
-    changed = dict(inputs, visual=(x + 1.0 * (torch.arange(7)[None, :, None] < n[:, None, None]), n))
+    changed = dict(
+        inputs, visual=(x + 1.0 * (torch.arange(7)[None, :, None] < n[:, None, None]), n)
+    )
     assert not torch.allclose(clean.rec, terms_of(model, changed, cfg).rec)
 
 

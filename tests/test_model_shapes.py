@@ -67,7 +67,10 @@ def test_every_modality_subset_runs(mods: list[str]) -> None:
     cfg = ModelConfig(latent_dim=8, feedforward_dim=16, acoustic_hidden=[16], lexical_hidden=[16])
     model = EmotionModel({m: shapes[m] for m in mods}, 5, cfg)
     inputs = {
-        m: (torch.randn(3, *shapes[m]), torch.tensor([1, 2, 3]) if m != "acoustic" else torch.ones(3))
+        m: (
+            torch.randn(3, *shapes[m]),
+            torch.tensor([1, 2, 3]) if m != "acoustic" else torch.ones(3),
+        )
         for m in mods
     }
     out = model(inputs)

@@ -1,4 +1,4 @@
-"""emomatch: semi-supervised multimodal emotion recognition with cross-modal distribution matching."""
+"""emomatch: semi-supervised multimodal emotion recognition, cross-modal distribution matching."""
 
 __version__ = "0.1.0"
 

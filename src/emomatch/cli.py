@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,6 +25,13 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _scores(m: dict) -> str:
+    return (
+        f"({m['split']}): WAP {100 * m['wap']:.1f}  UA {100 * m['ua']:.1f}  "
+        f"WA {100 * m['wa']:.1f}  wF1 {100 * m['weighted_f1']:.1f}  mF1 {100 * m['macro_f1']:.1f}"
+    )
+
+
 def _setup_logging() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -40,12 +47,16 @@ def _setup_logging() -> None:
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML experiment config")],
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default runs/<config name>)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run folder (default runs/<config name>)")
+    ] = None,
     set_: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--set", help="override a config key, e.g. --set loss.alpha=0.5"),
     ] = None,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="continue the run in --out from its last checkpoint")
+    ] = False,
 ) -> None:
     """Train a model (selected on validation), then evaluate it on the test split."""
     _setup_logging()
@@ -60,19 +71,19 @@ def train(
         _fail(exc)
         return
     if metrics:
-        typer.echo(
-            f"test ({metrics['split']}): WAP {100 * metrics['wap']:.1f}  UA {100 * metrics['ua']:.1f}  "
-            f"WA {100 * metrics['wa']:.1f}  wF1 {100 * metrics['weighted_f1']:.1f}  "
-            f"mF1 {100 * metrics['macro_f1']:.1f}   -> {run_dir / 'metrics.json'}"
-        )
+        typer.echo(f"test {_scores(metrics)}  -> {run_dir / 'metrics.json'}")
 
 
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run folder written by `emomatch train`")],
-    split: Annotated[Optional[str], typer.Option(help="split value (default: the run's test split)")] = None,
-    store: Annotated[Optional[Path], typer.Option(help="another store with the same features")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="where metrics.json goes (default RUN/evaluation)")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="split value (default: the run's test split)")
+    ] = None,
+    store: Annotated[Path | None, typer.Option(help="another store with the same features")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="where metrics.json goes (default RUN/evaluation)")
+    ] = None,
 ) -> None:
     """Evaluate a run's best checkpoint on a split and write metrics.json + confusion.png."""
     _setup_logging()
@@ -80,19 +91,11 @@ def evaluate(
 
     try:
         metrics = evaluate_checkpoint(run / "checkpoints" / "best.ckpt", store=store, split=split)
-        classes = metrics.pop("classes", None)
-        if classes is None:
-            from emomatch.evaluation import load_checkpoint
-
-            classes = load_checkpoint(run / "checkpoints" / "best.ckpt").classes
-        path = write_report(out or run / "evaluation", metrics, classes)
+        path = write_report(out or run / "evaluation", metrics)
     except EmomatchError as exc:
         _fail(exc)
         return
-    typer.echo(
-        f"{metrics['split']}: WAP {100 * metrics['wap']:.1f}  UA {100 * metrics['ua']:.1f}  "
-        f"WA {100 * metrics['wa']:.1f}  wF1 {100 * metrics['weighted_f1']:.1f}  -> {path}"
-    )
+    typer.echo(f"{_scores(metrics)}  -> {path}")
 
 
 @app.command()
@@ -111,7 +114,9 @@ def demo(
     except EmomatchError as exc:
         _fail(exc)
         return
-    typer.echo(f"\nA+V+L on the synthetic demo corpus, test split, mean ± std over {seeds} seeds (%):")
+    typer.echo(
+        f"\nA+V+L on the synthetic demo corpus, test split, mean ± std over {seeds} seeds (%):"
+    )
     typer.echo(format_table(summary))
     typer.echo(f"-> {out / 'summary.json'}")
 
@@ -119,7 +124,9 @@ def demo(
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="folder of the new feature store")],
-    shapes: Annotated[str, typer.Option(help="'small' or 'paper' (1582, 18x342, 22x1024)")] = "small",
+    shapes: Annotated[
+        str, typer.Option(help="'small' or 'paper' (1582, 18x342, 22x1024)")
+    ] = "small",
     n_train: Annotated[int, typer.Option()] = 200,
     n_validation: Annotated[int, typer.Option()] = 100,
     n_test: Annotated[int, typer.Option()] = 200,
@@ -163,8 +170,9 @@ def info(store: Annotated[Path, typer.Argument(help="feature store folder")]) ->
         present = int(fs.present(m, fs.index.index.to_numpy()).sum())
         typer.echo(f"  {m}: {spec.kind} {list(spec.shape)}, present in {present}, {spec.extractor}")
     for field in fs.fields:
-        counts = fs.index.groupby(field)["label"].apply(lambda s: s.value_counts(dropna=False).to_dict())
-        typer.echo(f"  {field}: {counts.to_dict()}")
+        labels = fs.index["label"].fillna("(unlabeled)")
+        for value, group in labels.groupby(fs.index[field]):
+            typer.echo(f"  {field}={value}: {group.value_counts().to_dict()}")
 
 
 def main() -> None:  # pragma: no cover - console entry

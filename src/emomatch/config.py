@@ -12,8 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from emomatch import MODALITIES
 from emomatch.errors import ConfigError
+
+Modality = Literal["acoustic", "visual", "lexical"]
+ALL_MODALITIES: tuple[Modality, ...] = ("acoustic", "visual", "lexical")
 
 
 class _Strict(BaseModel):
@@ -25,9 +27,7 @@ class DataConfig(_Strict):
     #: a second store holding the unlabeled pool (e.g. AMI windows); None: use ``unlabeled_split``
     #: rows of ``store``
     unlabeled_store: Path | None = None
-    modalities: list[Literal["acoustic", "visual", "lexical"]] = Field(
-        default_factory=lambda: list(MODALITIES)
-    )
+    modalities: list[Modality] = Field(default_factory=lambda: list(ALL_MODALITIES))
     #: index column that assigns each utterance to a split (e.g. ``split`` or ``fold_3``)
     split_field: str = "split"
     train_split: str = "train"
@@ -110,9 +110,9 @@ class TrainConfig(_Strict):
 class ExperimentConfig(_Strict):
     seed: int = 0
     data: DataConfig
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
 
     @property
     def semi_supervised(self) -> bool:
@@ -142,7 +142,8 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["loss.alpha=0.5", "data.modalities=[acoustic, lexical]"]`` -> nested dict (YAML values)."""
+    """``["loss.alpha=0.5", "data.modalities=[acoustic, lexical]"]`` -> a nested dict; values
+    are parsed as YAML."""
     tree: dict[str, Any] = {}
     for item in items:
         if "=" not in item:

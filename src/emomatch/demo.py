@@ -12,8 +12,8 @@ import numpy as np
 from emomatch.config import config_from_dict
 from emomatch.metrics import METRIC_KEYS
 from emomatch.runs import train_and_report
-from emomatch.synthetic import SyntheticCorpus, write_synthetic_store
 from emomatch.store import FeatureStore
+from emomatch.synthetic import SyntheticCorpus, write_synthetic_store
 
 #: A small labeled set and a larger unlabeled pool skewed towards neutral, like IEMOCAP + AMI.
 DEMO_CORPUS = SyntheticCorpus(
@@ -70,7 +70,11 @@ def run_demo(
             if done.is_file():
                 runs.append(json.loads(done.read_text()))
                 continue
-            runs.append(train_and_report(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file()))
+            runs.append(
+                train_and_report(
+                    cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file()
+                )
+            )
         summary[mode] = _mean(runs)
     summary["seeds"] = list(seeds)
     summary["corpus"] = {

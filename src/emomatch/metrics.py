@@ -10,7 +10,9 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 METRIC_KEYS = ("wap", "ua", "wa", "weighted_f1", "macro_f1")
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, Any]:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
+) -> dict[str, Any]:
     """WAP = support-weighted precision; UA = mean per-class recall (over classes present in
     ``y_true``); WA = accuracy; weighted/macro F1; confusion (rows: true, columns: predicted)."""
     labels = np.arange(num_classes)

@@ -24,9 +24,9 @@ def train_and_report(
     the test split; ``run_dir/metrics.json`` holds the test metrics at its top level."""
     run_dir = Path(run_dir)
     best = fit(cfg, run_dir, resume=resume, callbacks=callbacks)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        if torch.distributed.get_rank() != 0:
-            return {}
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return {}
     validation = evaluate_checkpoint(best, split=cfg.data.validation_split)
     test = evaluate_checkpoint(best, split=cfg.data.test_split)
     saved = torch.load(best, map_location="cpu", weights_only=False)
@@ -40,5 +40,5 @@ def train_and_report(
         "semi_supervised": cfg.loss.unlabeled,
         "checkpoint": str(best.relative_to(run_dir)),
     }
-    write_report(run_dir, metrics, saved["hyper_parameters"]["classes"])
+    write_report(run_dir, metrics)
     return metrics

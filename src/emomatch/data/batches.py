@@ -43,7 +43,7 @@ def labeled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.n
 def unlabeled_batch(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Batch ``step`` of an endless stream of reshuffled passes over n items."""
     start = step * batch_size
-    out = []
+    out: list[int] = []
     while len(out) < batch_size:
         cycle, offset = divmod(start, n)
         take = min(batch_size - len(out), n - offset)

@@ -33,7 +33,9 @@ def predict_split(module: EmoMatchModule, split: Split, batch_size: int = 256) -
     with torch.no_grad():
         for key in EvalBatches(len(split), batch_size):
             part = batches[key]["labeled"]
-            part["inputs"] = {m: (x.to(device), n.to(device)) for m, (x, n) in part["inputs"].items()}
+            part["inputs"] = {
+                m: (x.to(device), n.to(device)) for m, (x, n) in part["inputs"].items()
+            }
             probs.append(torch.softmax(module(part).float(), dim=1).cpu())
     return torch.cat(probs).numpy()
 
@@ -74,5 +76,6 @@ def evaluate_checkpoint(
     y = rows.labels()
     metrics = classification_metrics(y, probs.argmax(1), len(module.classes))
     metrics["split"] = rows.name
+    metrics["classes"] = list(module.classes)
     metrics["dropped_missing_modality"] = rows.dropped
     return metrics

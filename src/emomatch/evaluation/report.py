@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 
-def plot_confusion(confusion: Sequence[Sequence[float]], classes: Sequence[str], path: Path) -> None:
+def plot_confusion(
+    confusion: Sequence[Sequence[float]], classes: Sequence[str], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,21 +31,29 @@ def plot_confusion(confusion: Sequence[Sequence[float]], classes: Sequence[str],
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             color = "white" if norm[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center",
-                    color=color, fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}\n({int(cm[i, j])})",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=8,
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def write_report(out_dir: str | Path, metrics: dict[str, Any], classes: Sequence[str]) -> Path:
-    """Write ``metrics.json`` (atomically) and ``confusion.png`` into ``out_dir``."""
+def write_report(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """Write ``metrics.json`` (atomically) and ``confusion.png`` into ``out_dir``; ``metrics``
+    holds ``confusion`` and ``classes``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "metrics.json"
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".metrics.")
     with os.fdopen(fd, "w") as fh:
-        json.dump({**metrics, "classes": list(classes)}, fh, indent=2)
+        json.dump(metrics, fh, indent=2)
     os.replace(tmp, path)
-    plot_confusion(metrics["confusion"], classes, out / "confusion.png")
+    plot_confusion(metrics["confusion"], metrics["classes"], out / "confusion.png")
     return path

@@ -22,9 +22,7 @@ def reversed_target(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, src[:, :, None].expand_as(x))
 
 
-def reconstruction_loss(
-    rec: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor
-) -> torch.Tensor:
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """MSE over valid elements only. Vectors are compared to themselves, sequences to their
     time-reversed valid part."""
     if x.dim() == 2:

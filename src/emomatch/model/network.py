@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -66,8 +67,11 @@ class EmotionModel(nn.Module):
             [cfg.latent_dim * len(self.modalities), *cfg.classifier_hidden, num_classes]
         )
 
+    def dae(self, modality: str) -> AcousticDAE | SequenceDAE:
+        return cast(AcousticDAE | SequenceDAE, self.daes[modality])
+
     def encode(self, inputs: Inputs) -> dict[str, torch.Tensor]:
-        return {m: self.daes[m].encode(*inputs[m]) for m in self.modalities}
+        return {m: self.dae(m).encode(*inputs[m]) for m in self.modalities}
 
     def classify(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.classifier(torch.cat([latents[m] for m in self.modalities], dim=1))
@@ -77,6 +81,6 @@ class EmotionModel(nn.Module):
         out = ModelOutput(latents=latents, logits=self.classify(latents))
         if reconstruct:
             out.reconstructions = {
-                m: self.daes[m].decode(latents[m], inputs[m][1]) for m in self.modalities
+                m: self.dae(m).decode(latents[m], inputs[m][1]) for m in self.modalities
             }
         return out

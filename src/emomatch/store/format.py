@@ -154,7 +154,7 @@ class StoreWriter:
         return done
 
     def write_part(self, index: pd.DataFrame, arrays: Mapping[str, np.ndarray]) -> Path:
-        """Write one part: ``index`` has id, speaker, label, the fields and ``<modality>_length``."""
+        """Write one part; ``index`` has id, speaker, label, the fields, ``<modality>_length``."""
         n = len(index)
         missing = [c for c in (*BASE_COLUMNS, *self.fields) if c not in index.columns]
         if missing:
@@ -175,9 +175,7 @@ class StoreWriter:
                 raise StoreError(f"part lacks the {name} array")
             arr = arrays[name]
             if arr.shape != (n, *spec.shape):
-                raise StoreError(
-                    f"{name} array has shape {arr.shape}, expected {(n, *spec.shape)}"
-                )
+                raise StoreError(f"{name} array has shape {arr.shape}, expected {(n, *spec.shape)}")
             col = _length_column(name)
             if col not in index.columns:
                 raise StoreError(f"part index lacks column {col!r}")

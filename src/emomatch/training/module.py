@@ -40,9 +40,7 @@ class EmoMatchModule(pl.LightningModule):
         self._val_pred: list[torch.Tensor] = []
 
     def normalized(self, part: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return {
-            m: (self.normalizer(m, x, n), n) for m, (x, n) in to_inputs(part).items()
-        }
+        return {m: (self.normalizer(m, x, n), n) for m, (x, n) in to_inputs(part).items()}
 
     def forward(self, part: dict[str, Any]) -> torch.Tensor:
         return self.model(self.normalized(part), reconstruct=False).logits

@@ -1,0 +1,100 @@
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from emomatch.cli import app
+from tests.conftest import TINY_MODEL
+
+runner = CliRunner()
+
+
+def write_config(tmp_path, store, **extra) -> str:
+    cfg = {
+        "data": {"store": str(store)},
+        "model": TINY_MODEL,
+        "train": {
+            "batch_size": 16,
+            "unlabeled_batch_size": 16,
+            "max_epochs": 1,
+            "progress_bar": False,
+        },
+        **extra,
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_every_command_has_help() -> None:
+    for cmd in ("train", "evaluate", "demo", "synth", "info"):
+        result = runner.invoke(app, [cmd, "--help"])
+        assert result.exit_code == 0, cmd
+        assert "Usage" in result.output
+
+
+def test_train_then_evaluate(tiny_store, tmp_path) -> None:
+    config = write_config(tmp_path, tiny_store)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", config, "--out", str(run), "--set", "seed=3"])
+    assert result.exit_code == 0, result.output
+    assert "test (test): WAP" in result.output
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "validation"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert metrics["split"] == "validation" and {"wap", "ua", "confusion"} <= set(metrics)
+
+
+def test_bad_config_exits_non_zero_naming_the_key(tiny_store, tmp_path) -> None:
+    config = write_config(tmp_path, tiny_store, loss={"betta": 1})
+    result = runner.invoke(app, ["train", config, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "loss.betta" in result.output
+
+
+def test_missing_store_exits_non_zero(tmp_path) -> None:
+    config = write_config(tmp_path, tmp_path / "nowhere")
+    result = runner.invoke(app, ["train", config, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "store.json is missing" in result.output
+
+
+def test_synth_and_info(tmp_path) -> None:
+    out = tmp_path / "s"
+    result = runner.invoke(
+        app,
+        [
+            "synth",
+            str(out),
+            "--n-train",
+            "8",
+            "--n-validation",
+            "4",
+            "--n-test",
+            "4",
+            "--n-unlabeled",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["info", str(out)])
+    assert result.exit_code == 0 and "acoustic: vector [64]" in result.output
+
+
+def test_demo_writes_fully_and_semi_summary(tmp_path, monkeypatch) -> None:
+    from emomatch import demo as demo_module
+    from tests.conftest import tiny_corpus
+
+    monkeypatch.setattr(demo_module, "DEMO_CORPUS", tiny_corpus())
+    monkeypatch.setattr(demo_module, "DEMO_MODEL", TINY_MODEL)
+    result = runner.invoke(
+        app, ["demo", "--out", str(tmp_path), "--seeds", "1", "--epochs", "1", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for mode in ("fully", "semi"):
+        assert {"wap", "ua", "wa", "weighted_f1", "macro_f1", "confusion"} <= set(summary[mode])
+    assert summary["semi"]["runs"][0]["semi_supervised"] is True
+    assert summary["fully"]["runs"][0]["semi_supervised"] is False
+    assert "fully" in result.output and "semi" in result.output
