@@ -54,3 +54,14 @@ def test_missing_file_and_bad_yaml(tmp_path) -> None:
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "data: [unclosed\n"))
+
+
+def test_example_config_lists_every_default() -> None:
+    from pathlib import Path
+
+    from emomatch.config import ExperimentConfig
+
+    example = Path(__file__).resolve().parents[1] / "configs" / "example.yaml"
+    cfg = load_config(example)
+    defaults = ExperimentConfig.model_validate({"data": {"store": str(cfg.data.store)}})
+    assert cfg.model_dump() == defaults.model_dump()

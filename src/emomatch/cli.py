@@ -101,7 +101,7 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="demo folder")] = Path("runs/demo"),
-    seeds: Annotated[int, typer.Option(help="number of seeds per mode")] = 3,
+    seeds: Annotated[int, typer.Option(help="number of seeds per mode")] = 5,
     epochs: Annotated[int, typer.Option(help="epochs per run")] = 15,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
