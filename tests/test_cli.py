@@ -98,3 +98,38 @@ def test_demo_writes_fully_and_semi_summary(tmp_path, monkeypatch) -> None:
     assert summary["semi"]["runs"][0]["semi_supervised"] is True
     assert summary["fully"]["runs"][0]["semi_supervised"] is False
     assert "fully" in result.output and "semi" in result.output
+
+
+def test_two_process_ddp_on_cpu(tiny_store, tmp_path) -> None:
+    """Several devices run DDP; here two CPU processes over gloo, through the real command."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = write_config(tmp_path, tiny_store)
+    exe = Path(sys.executable).parent / "emomatch"
+    run = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "WORLD_SIZE"))}
+    result = subprocess.run(
+        [
+            str(exe),
+            "train",
+            config,
+            "--out",
+            str(run),
+            "--set",
+            "train.accelerator=cpu",
+            "--set",
+            "train.devices=2",
+            "--set",
+            "train.max_epochs=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stderr
+    assert json.loads((run / "metrics.json").read_text())["n"] == 64

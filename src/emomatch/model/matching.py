@@ -127,14 +127,16 @@ def matching_terms(
     """(L_pair, L_unpaired) summed over pairs; L_unpaired = -(measure on shuffled partners)."""
     fn = MEASURES.get(measure)
     anchor = next(iter(latents.values()))
-    pair = anchor.new_zeros(())
-    unpaired = anchor.new_zeros(())
-    for a, b in pairs:
-        p, q = latents[a], latents[b]
-        if p.shape[0] < 2:
-            continue
-        kernel = make_kernel(p, q, bandwidth, sigma, scales)
-        shuffle = derangement(p.shape[0], generator).to(q.device)
-        pair = pair + fn(p, q, kernel)
-        unpaired = unpaired - fn(p, q[shuffle], kernel)
+    pair = anchor.new_zeros((), dtype=torch.float32)
+    unpaired = anchor.new_zeros((), dtype=torch.float32)
+    # Kernels of squared distances overflow in half precision: keep matching in fp32 under AMP.
+    with torch.autocast(anchor.device.type, enabled=False):
+        for a, b in pairs:
+            p, q = latents[a].float(), latents[b].float()
+            if p.shape[0] < 2:
+                continue
+            kernel = make_kernel(p, q, bandwidth, sigma, scales)
+            shuffle = derangement(p.shape[0], generator).to(q.device)
+            pair = pair + fn(p, q, kernel)
+            unpaired = unpaired - fn(p, q[shuffle], kernel)
     return pair, unpaired

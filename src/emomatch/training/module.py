@@ -73,12 +73,13 @@ class EmoMatchModule(pl.LightningModule):
             )
         total, parts = objective(labeled, unlabeled, loss_cfg)
         size = len(lab["labels"])
-        self.log("train/loss", total, on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/loss", total, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in parts.items()},
             on_step=False,
             on_epoch=True,
             batch_size=size,
+            sync_dist=True,
         )
         return total
 
@@ -101,7 +102,7 @@ class EmoMatchModule(pl.LightningModule):
                 f"val/{key}",
                 float(scores[key]),
                 prog_bar=key == self.cfg.train.select_metric,
-                sync_dist=False,
+                sync_dist=True,
             )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
