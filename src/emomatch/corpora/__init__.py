@@ -1,0 +1,17 @@
+"""Corpus readers: each turns a corpus as released into the one corpus-agnostic manifest."""
+
+from emomatch.corpora.manifest import (
+    MANIFEST_COLUMNS,
+    ManifestProblem,
+    read_manifest,
+    validate_manifest,
+    write_manifest,
+)
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "ManifestProblem",
+    "read_manifest",
+    "validate_manifest",
+    "write_manifest",
+]
