@@ -133,3 +133,19 @@ def test_two_process_ddp_on_cpu(tiny_store, tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stderr
     assert json.loads((run / "metrics.json").read_text())["n"] == 64
+
+
+def test_train_all_folds_from_the_command(tmp_path) -> None:
+    from emomatch.synthetic import write_synthetic_store
+    from tests.conftest import tiny_corpus
+
+    store = tmp_path / "store"
+    write_synthetic_store(tiny_corpus(speakers=4, folds=2), store)
+    config = write_config(tmp_path, store)
+    out = tmp_path / "cv"
+    result = runner.invoke(app, ["train", config, "--out", str(out), "--folds", "all"])
+    assert result.exit_code == 0, result.output
+    assert "fold 1: test" in result.output and "mean over 2 fold(s)" in result.output
+    assert set(json.loads((out / "metrics.json").read_text())["folds"]) == {"1", "2"}
+    result = runner.invoke(app, ["train", config, "--out", str(out), "--folds", "some"])
+    assert result.exit_code == 2 and "--folds takes 'all'" in result.output

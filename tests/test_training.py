@@ -175,3 +175,40 @@ def test_same_seed_same_result(tiny_store, tmp_path: Path) -> None:
     a = train_and_report(cfg, tmp_path / "a")
     b = train_and_report(cfg, tmp_path / "b")
     assert a["confusion"] == b["confusion"] and a["ua"] == b["ua"]
+
+
+def test_all_folds_aggregate_mean_and_std(tmp_path) -> None:
+    from emomatch.runs import train_folds
+
+    path = tmp_path / "store"
+    write_synthetic_store(
+        tiny_corpus(speakers=6, folds=3, n_train=120, n_validation=30, n_test=30), path
+    )
+    store = FeatureStore(path)
+    labeled = store.index[store.index["split"] != "unlabeled"]
+    for k in (1, 2, 3):
+        roles = labeled.groupby("speaker")[f"fold_{k}"].unique()
+        assert all(len(r) == 1 for r in roles)  # a speaker has one role per fold
+        assert sorted(r[0] for r in roles) == [
+            "test",
+            "train",
+            "train",
+            "train",
+            "train",
+            "validation",
+        ]
+    cfg = make_config(path, train={"max_epochs": 1})
+    summary = train_folds(cfg, tmp_path / "cv")
+    assert sorted(summary["folds"]) == ["1", "2", "3"]
+    uas = [summary["folds"][k]["ua"] for k in ("1", "2", "3")]
+    assert summary["ua"] == pytest.approx(np.mean(uas))
+    assert summary["ua_std"] == pytest.approx(np.std(uas))
+    saved = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    assert np.asarray(saved["confusion"]).sum() == sum(
+        summary["folds"][k]["n"] for k in ("1", "2", "3")
+    )
+    # resuming keeps finished folds; asking for a fold the store lacks is an error
+    again = train_folds(cfg, tmp_path / "cv", resume=True)
+    assert again["ua"] == summary["ua"]
+    with pytest.raises(EmomatchError, match=r"no fold\(s\) \[7\]"):
+        train_folds(cfg, tmp_path / "cv7", folds=[7])

@@ -57,15 +57,34 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="continue the run in --out from its last checkpoint")
     ] = False,
+    fold: Annotated[
+        Optional[list[int]],
+        typer.Option(help="train on fold k (the store's fold_k field); repeatable"),
+    ] = None,
+    folds: Annotated[
+        Optional[str], typer.Option(help="'all': every fold of the store, mean and std")
+    ] = None,
 ) -> None:
     """Train a model (selected on validation), then evaluate it on the test split."""
     _setup_logging()
     from emomatch.config import load_config
-    from emomatch.runs import train_and_report
+    from emomatch.runs import train_and_report, train_folds
 
     try:
         cfg = load_config(config, set_ or [])
         run_dir = out or Path("runs") / config.stem
+        if folds is not None and folds != "all":
+            raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
+        if fold or folds == "all":
+            metrics = train_folds(cfg, run_dir, folds=fold or None, resume=resume)
+            for k, m in metrics["folds"].items():
+                typer.echo(f"fold {k}: test {_scores(m)}")
+            typer.echo(
+                f"mean over {len(metrics['folds'])} fold(s): WAP {100 * metrics['wap']:.1f} "
+                f"± {100 * metrics['wap_std']:.1f}  UA {100 * metrics['ua']:.1f} "
+                f"± {100 * metrics['ua_std']:.1f}  -> {run_dir / 'metrics.json'}"
+            )
+            return
         metrics = train_and_report(cfg, run_dir, resume=resume)
     except EmomatchError as exc:
         _fail(exc)

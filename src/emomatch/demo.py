@@ -7,10 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from emomatch.config import config_from_dict
-from emomatch.metrics import METRIC_KEYS
+from emomatch.metrics import METRIC_KEYS, aggregate
 from emomatch.runs import train_and_report
 from emomatch.store import FeatureStore
 from emomatch.synthetic import SyntheticCorpus, write_synthetic_store
@@ -36,17 +34,6 @@ def demo_config(store: Path, semi: bool, seed: int, epochs: int) -> dict[str, An
         "loss": {"unlabeled": semi},
         "train": {"batch_size": 32, "unlabeled_batch_size": 128, "max_epochs": epochs},
     }
-
-
-def _mean(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in METRIC_KEYS:
-        values = [r[key] for r in runs]
-        out[key] = float(np.mean(values))
-        out[f"{key}_std"] = float(np.std(values))
-    out["confusion"] = np.sum([r["confusion"] for r in runs], axis=0).tolist()
-    out["runs"] = list(runs)
-    return out
 
 
 def run_demo(
@@ -75,7 +62,7 @@ def run_demo(
                     cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file()
                 )
             )
-        summary[mode] = _mean(runs)
+        summary[mode] = {**aggregate(runs), "runs": runs}
     summary["seeds"] = list(seeds)
     summary["corpus"] = {
         "train": DEMO_CORPUS.n_train,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,3 +43,14 @@ def classification_metrics(
         "support": support.tolist(),
         "n": int(len(y_true)),
     }
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std of each metric over runs (folds or seeds); confusion counts summed."""
+    out: dict[str, Any] = {}
+    for key in METRIC_KEYS:
+        values = [r[key] for r in runs]
+        out[key] = float(np.mean(values))
+        out[f"{key}_std"] = float(np.std(values))
+    out["confusion"] = np.sum([r["confusion"] for r in runs], axis=0).tolist()
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,13 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from emomatch.config import ExperimentConfig
+from emomatch.errors import ConfigError
 from emomatch.evaluation import evaluate_checkpoint, write_report
+from emomatch.metrics import aggregate
+from emomatch.store import FeatureStore
 from emomatch.training import fit
+
+FOLD_FIELD = re.compile(r"^fold_(\d+)$")
 
 
 def train_and_report(
@@ -42,3 +49,53 @@ def train_and_report(
     }
     write_report(run_dir, metrics)
     return metrics
+
+
+def store_folds(store: FeatureStore) -> list[int]:
+    """Fold numbers k of the store's ``fold_k`` fields (written by corpus readers)."""
+    found = [FOLD_FIELD.match(f) for f in store.fields]
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def train_folds(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    folds: Sequence[int] | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train one run per fold (``data.split_field = fold_k``) in ``out/fold_k`` and write the
+    mean and std over folds to ``out/metrics.json``; ``folds=None`` means every fold.
+
+    With ``resume``, finished folds are kept, an interrupted fold continues from its last
+    checkpoint and the others start."""
+    out = Path(out)
+    store = FeatureStore(cfg.data.store)
+    available = store_folds(store)
+    if not available:
+        raise ConfigError(f"store {store.path} has no fold_k field (fields: {store.fields})")
+    chosen = list(folds) if folds is not None else available
+    unknown = [k for k in chosen if k not in available]
+    if unknown:
+        raise ConfigError(f"store {store.path} has no fold(s) {unknown}; it has {available}")
+    per_fold: dict[str, dict[str, Any]] = {}
+    for k in chosen:
+        fold_cfg = cfg.model_copy(deep=True)
+        fold_cfg.data.split_field = f"fold_{k}"
+        run_dir = out / f"fold_{k}"
+        done = run_dir / "metrics.json"
+        if resume and done.is_file():
+            per_fold[str(k)] = json.loads(done.read_text())
+            continue
+        started = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        per_fold[str(k)] = train_and_report(fold_cfg, run_dir, resume=resume and started)
+    runs = list(per_fold.values())
+    summary = {
+        **aggregate(runs),
+        "split": "test",
+        "folds": per_fold,
+        "classes": runs[0]["classes"],
+        "modalities": list(cfg.data.modalities),
+        "semi_supervised": cfg.loss.unlabeled,
+    }
+    write_report(out, summary)
+    return summary

@@ -59,6 +59,9 @@ class SyntheticCorpus:
     separation: float = 1.0
     spread: float = 0.6
     speakers: int = 10
+    #: speaker-independent folds like IEMOCAP's: speakers in pairs ("sessions"); fold k holds out
+    #: session k, its first speaker for validation and its second for test (0: no fold fields)
+    folds: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +70,8 @@ class SyntheticCorpus:
                 raise DataError(f"unknown modality {name!r} in shapes")
             if len(shape) != len(PAPER_SHAPES[name]):
                 raise DataError(f"{name} shape {shape} must have {len(PAPER_SHAPES[name])} dims")
+        if self.folds and self.speakers != 2 * self.folds:
+            raise DataError(f"{self.folds} folds need {2 * self.folds} speakers (two per session)")
         for weights in (self.unlabeled_class_weights, self.labeled_class_weights):
             if weights is not None and len(weights) != len(self.classes):
                 raise DataError("class weights need one value per class")
@@ -122,7 +127,7 @@ def write_synthetic_store(
         path,
         classes=list(corpus.classes),
         modalities=specs,
-        fields=["split"],
+        fields=["split", *(f"fold_{k}" for k in range(1, corpus.folds + 1))],
         info={"generator": "emomatch.synthetic", "seed": corpus.seed},
     )
     counter = 0
@@ -141,6 +146,11 @@ def write_synthetic_store(
                 }
             )
             counter += size
+            for k in range(1, corpus.folds + 1):
+                session, second = speaker // 2, speaker % 2
+                role = np.where(second == 0, "validation", "test")
+                fold = np.where(session == k - 1, role, "train")
+                index[f"fold_{k}"] = fold if labeled else "unlabeled"
             arrays = {}
             for m, shape in corpus.shapes.items():
                 seen = factor.copy()
