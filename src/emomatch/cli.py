@@ -58,11 +58,11 @@ def train(
         bool, typer.Option(help="continue the run in --out from its last checkpoint")
     ] = False,
     fold: Annotated[
-        Optional[list[int]],
+        list[int] | None,
         typer.Option(help="train on fold k (the store's fold_k field); repeatable"),
     ] = None,
     folds: Annotated[
-        Optional[str], typer.Option(help="'all': every fold of the store, mean and std")
+        str | None, typer.Option(help="'all': every fold of the store, mean and std")
     ] = None,
 ) -> None:
     """Train a model (selected on validation), then evaluate it on the test split."""
