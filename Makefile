@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/emomatch demo --out runs/demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src/emomatch
 
 test: lint
