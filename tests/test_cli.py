@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import yaml
 from typer.testing import CliRunner
 
@@ -149,3 +150,52 @@ def test_train_all_folds_from_the_command(tmp_path) -> None:
     assert set(json.loads((out / "metrics.json").read_text())["folds"]) == {"1", "2"}
     result = runner.invoke(app, ["train", config, "--out", str(out), "--folds", "some"])
     assert result.exit_code == 2 and "--folds takes 'all'" in result.output
+
+
+def test_balance_unlabeled_pool(tiny_store, tmp_path) -> None:
+    from emomatch.store import FeatureStore
+
+    config = write_config(tmp_path, tiny_store, loss={"unlabeled": False})
+    run = tmp_path / "fully"
+    assert runner.invoke(app, ["train", config, "--out", str(run)]).exit_code == 0
+    out = tmp_path / "balanced"
+    result = runner.invoke(
+        app,
+        [
+            "balance-unlabeled",
+            str(tiny_store),
+            "--model",
+            str(run),
+            "--per-class",
+            "40",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    balanced = FeatureStore(out)
+    counts = balanced.index["pseudo_label"].value_counts()
+    assert (counts == 40).all()  # 96 windows: some classes sub-sampled, others over-sampled
+    assert balanced.index["label"].isna().all()
+    assert balanced.index["id"].is_unique
+    assert balanced.index["id"].str.contains("#").any()
+    src = FeatureStore(tiny_store)
+    uid = balanced.index["id"].iloc[0].split("#")[0]
+    row_src = int(np.flatnonzero(src.index["id"] == uid)[0])
+    assert np.array_equal(
+        balanced.fetch("visual", np.array([0])), src.fetch("visual", np.array([row_src]))
+    )
+    again = runner.invoke(
+        app,
+        [
+            "balance-unlabeled",
+            str(tiny_store),
+            "--model",
+            str(run),
+            "--per-class",
+            "40",
+            "--out",
+            str(out),
+        ],
+    )
+    assert again.exit_code == 2 and "already holds a store" in again.output

@@ -140,6 +140,35 @@ def demo(
     typer.echo(f"-> {out / 'summary.json'}")
 
 
+@app.command("balance-unlabeled")
+def balance_unlabeled(
+    store: Annotated[Path, typer.Argument(help="store holding the unlabeled pool")],
+    model: Annotated[Path, typer.Option(help="run folder of a fully supervised model")],
+    per_class: Annotated[int, typer.Option(help="windows kept per pseudo-class")],
+    out: Annotated[Path, typer.Option(help="folder of the balanced store")],
+    split: Annotated[str, typer.Option(help="split value of the pool")] = "unlabeled",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Pseudo-label an unlabeled pool and balance it to N per class (sub/over-sampling)."""
+    _setup_logging()
+    from emomatch.balance import balance_unlabeled as run
+
+    try:
+        result = run(
+            store,
+            model / "checkpoints" / "best.ckpt",
+            out,
+            per_class,
+            seed=seed,
+            unlabeled_split=split,
+        )
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"pseudo-labels before: {result['before']}")
+    typer.echo(f"kept: {result['after']} ({result['windows']} windows) -> {out}")
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="folder of the new feature store")],
