@@ -9,6 +9,7 @@ from __future__ import annotations
 import wave
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,10 +47,11 @@ def write_video(
     frames = np.ascontiguousarray(frames[:, :h, :w].astype(np.uint8))
     codec = "mpeg4"
     with av.open(str(path), "w") as container:
-        vstream = container.add_stream(codec, rate=fps)
+        # PyAV's stubs type add_stream as a union of stream kinds.
+        vstream: Any = container.add_stream(codec, rate=fps)
         vstream.width, vstream.height = w, h
         vstream.pix_fmt = "yuv420p"
-        astream = None
+        astream: Any = None
         if audio is not None:
             astream = container.add_stream(
                 "aac" if path.suffix == ".mp4" else "pcm_s16le", rate=sample_rate
