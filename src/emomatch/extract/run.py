@@ -1,0 +1,287 @@
+"""``emomatch extract``: a manifest in, a feature store out; resumable, parallel, never stopped
+by one bad item.
+
+The main process owns the store: workers (local processes or Ray actors) each build their
+extractors once, turn chunks of utterances into arrays, and hand them back; the main process
+writes every finished chunk as one atomic store part. An interrupted run therefore loses only
+the chunks in flight, and a re-run skips every utterance already in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emomatch import MODALITIES
+from emomatch.corpora.manifest import read_manifest, resolve_media, validate_manifest
+from emomatch.errors import DataError
+from emomatch.extract.base import EXTRACTORS, Extractor, Features, ItemError, Utterance
+from emomatch.store import StoreWriter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXTRACTORS = {"acoustic": "opensmile", "visual": "faces", "lexical": "transformer"}
+FOLD_COLUMN = re.compile(r"^fold_\d+$")
+ERRORS_FILE = "errors.jsonl"
+
+
+def load_builtin_extractors() -> None:
+    """Importing the modules registers their extractors."""
+    import emomatch.extract.acoustic  # noqa: F401
+    import emomatch.extract.lexical  # noqa: F401
+    import emomatch.extract.visual  # noqa: F401
+
+
+def build_extractors(
+    modalities: Sequence[str],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Extractor]:
+    """One extractor per modality, from the registry, with per-modality keyword options."""
+    if any(m not in DEFAULT_EXTRACTORS for m in modalities):
+        raise DataError(f"unknown modality in {list(modalities)}; known: {', '.join(MODALITIES)}")
+    chosen = {**DEFAULT_EXTRACTORS, **(names or {})}
+    if any(chosen[m] not in EXTRACTORS for m in modalities):
+        load_builtin_extractors()
+    return {m: EXTRACTORS.get(chosen[m])(**dict((options or {}).get(m, {}))) for m in modalities}
+
+
+@dataclass
+class ChunkResult:
+    ids: list[str]
+    arrays: dict[str, list[np.ndarray]]
+    lengths: dict[str, list[int]]
+    errors: list[dict[str, str]]
+    seconds: float
+    failed_ids: set[str] = field(default_factory=set)
+
+
+def extract_chunk(extractors: Mapping[str, Extractor], items: Sequence[Utterance]) -> ChunkResult:
+    """All modalities of a chunk; an item that fails any modality is reported and left out."""
+    per_modality = {m: ex.extract(items) for m, ex in extractors.items()}
+    result = ChunkResult(
+        ids=[],
+        arrays={m: [] for m in extractors},
+        lengths={m: [] for m in extractors},
+        errors=[],
+        seconds=0.0,
+    )
+    for i, item in enumerate(items):
+        outcomes = {m: per_modality[m][i] for m in extractors}
+        bad = {m: o for m, o in outcomes.items() if isinstance(o, ItemError)}
+        if bad:
+            for m, o in bad.items():
+                assert isinstance(o, ItemError)
+                result.errors.append({"id": item.id, "modality": m, "reason": o.reason})
+            result.failed_ids.add(item.id)
+            continue
+        result.ids.append(item.id)
+        seconds = 0.0
+        for m, outcome in outcomes.items():
+            assert isinstance(outcome, Features)
+            result.arrays[m].append(outcome.array)
+            result.lengths[m].append(outcome.length)
+            seconds = max(seconds, outcome.seconds)
+        result.seconds += seconds
+    return result
+
+
+# One set of extractors per worker process, built once by the pool's initializer: models and
+# openSMILE objects are too costly to rebuild per chunk.
+_worker_extractors: dict[str, Extractor] = {}
+
+
+def _init_worker(extractors: Mapping[str, Extractor], threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _worker_extractors.clear()
+    _worker_extractors.update(extractors)
+
+
+def _run_in_worker(items: Sequence[Utterance]) -> ChunkResult:
+    return extract_chunk(_worker_extractors, items)
+
+
+def utterances_from_manifest(df: pd.DataFrame) -> list[Utterance]:
+    def media(value: str) -> Path | None:
+        return resolve_media(df, value) if value else None
+
+    def number(value: Any) -> float | None:
+        return (
+            None
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else float(value)
+        )
+
+    crops = df["crop"] if "crop" in df.columns else pd.Series([""] * len(df), index=df.index)
+    return [
+        Utterance(
+            id=str(row["id"]),
+            audio=media(str(row["audio"])),
+            video=media(str(row["video"])),
+            text=str(row["text"]),
+            start=number(row["start"]),
+            end=number(row["end"]),
+            crop=str(crops[idx]) or None,
+        )
+        for idx, row in df.iterrows()
+    ]
+
+
+@dataclass
+class ExtractionSummary:
+    store: Path
+    done: int
+    skipped: int
+    failed: int
+    seconds: float
+    media_seconds: float
+    errors_file: Path
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.media_seconds / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"extracted {self.done}, skipped (already in the store) {self.skipped}, "
+            f"failed {self.failed} (see {self.errors_file}); {self.seconds:.1f} s wall, "
+            f"{self.media_seconds:.1f} s of media, real-time factor {self.realtime_factor:.1f}"
+        )
+
+
+def _chunks(items: Sequence[Utterance], size: int) -> list[list[Utterance]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _local_results(
+    extractors: Mapping[str, Extractor], chunks: list[list[Utterance]], workers: int
+) -> Iterator[ChunkResult]:
+    if workers <= 1:
+        for chunk in chunks:
+            yield extract_chunk(extractors, chunk)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(dict(extractors), threads)
+    ) as pool:
+        # Bounded look-ahead keeps memory flat and the number of items in flight small.
+        pending = []
+        queue = iter(chunks)
+        for chunk in queue:
+            pending.append(pool.submit(_run_in_worker, chunk))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done = pending.pop(0)
+            yield done.result()
+            nxt = next(queue, None)
+            if nxt is not None:
+                pending.append(pool.submit(_run_in_worker, nxt))
+
+
+def run_extraction(
+    manifest: str | Path,
+    out: str | Path,
+    extractors: Mapping[str, Extractor],
+    classes: Sequence[str] | None = None,
+    workers: int = 1,
+    chunk_size: int = 16,
+    engine: str = "local",
+    address: str | None = None,
+    progress: bool = True,
+    results: Callable[..., Iterable[ChunkResult]] | None = None,
+) -> ExtractionSummary:
+    """Extract every pending utterance of the manifest into the store at ``out`` with one
+    extractor per modality (see :func:`build_extractors`)."""
+    start_time = time.perf_counter()
+    df = read_manifest(manifest)
+    labels = sorted({lab for lab in df["label"] if lab})
+    classes = list(classes) if classes is not None else labels
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    errors_path = out / ERRORS_FILE
+    problems = validate_manifest(df, classes=classes, check_files=False)
+    bad_lines = {p.line for p in problems}
+    fields = ["split", *[c for c in df.columns if FOLD_COLUMN.match(c)]]
+    writer = StoreWriter(
+        out,
+        classes=classes,
+        modalities={m: ex.spec() for m, ex in extractors.items()},
+        fields=fields,
+        info={"manifest": str(Path(manifest).resolve())},
+    )
+    done_ids = writer.done_ids()
+    usable = df[~df["_line"].isin(bad_lines)]
+    pending_df = usable[~usable["id"].isin(done_ids)]
+    skipped = len(usable) - len(pending_df)
+    items = utterances_from_manifest(pending_df)
+    rows = pending_df.set_index("id")
+    failed: set[str] = set()
+    media_seconds = 0.0
+    written = 0
+    with open(errors_path, "w") as err:
+        for p in problems:
+            err.write(json.dumps({"id": p.id, "modality": "manifest", "reason": str(p)}) + "\n")
+            failed.add(p.id)
+        chunks = _chunks(items, chunk_size)
+        if results is not None:
+            stream = results(extractors, chunks, workers)
+        elif engine == "ray":
+            from emomatch.extract.distributed import ray_results
+
+            stream = ray_results(extractors, chunks, workers, address)
+        elif engine == "local":
+            stream = _local_results(extractors, chunks, workers)
+        else:
+            raise DataError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), unit="utt", disable=not progress, desc="extract")
+        for result in stream:
+            for e in result.errors:
+                err.write(json.dumps(e) + "\n")
+            err.flush()
+            failed |= result.failed_ids
+            if result.ids:
+                part = rows.loc[result.ids]
+                index = pd.DataFrame(
+                    {
+                        "id": result.ids,
+                        "speaker": part["speaker"].to_numpy(),
+                        "label": [lab or None for lab in part["label"]],
+                        **{f: part[f].to_numpy() if f in part else "" for f in fields},
+                        **{f"{m}_length": result.lengths[m] for m in extractors},
+                    }
+                )
+                writer.write_part(index, {m: np.stack(result.arrays[m]) for m in extractors})
+                written += len(result.ids)
+            media_seconds += result.seconds
+            bar.update(len(result.ids) + len(result.failed_ids))
+        bar.close()
+    summary = ExtractionSummary(
+        store=out,
+        done=written,
+        skipped=skipped,
+        failed=len(failed),
+        seconds=time.perf_counter() - start_time,
+        media_seconds=media_seconds,
+        errors_file=errors_path,
+    )
+    log.info("%s", summary)
+    return summary
