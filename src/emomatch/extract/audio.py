@@ -110,7 +110,12 @@ def _decode(
                 container.seek(int(seek_to / stream.time_base), stream=stream)
             except av.FFmpegError:
                 container.seek(0, stream=stream)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        channels = stream.codec_context.channels or 1
+        # Stereo is averaged, so a mono recording copied to both channels keeps its level
+        # (FFmpeg's own stereo downmix adds them at -3 dB, 1.41 x louder); wider layouts use
+        # FFmpeg's downmix, which keeps the centre (dialogue) channel at full level.
+        layout = None if channels <= 2 else "mono"
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
         pieces: list[np.ndarray] = []
         first_time: float | None = None
         counted = 0.0
@@ -122,11 +127,11 @@ def _decode(
                 if first_time is None:
                     first_time = when
                 for out in resampler.resample(frame):
-                    pieces.append(out.to_ndarray().reshape(-1))
+                    pieces.append(out.to_ndarray().mean(axis=0))
                 if stop is not None and counted > stop:
                     break
             for out in resampler.resample(None):
-                pieces.append(out.to_ndarray().reshape(-1))
+                pieces.append(out.to_ndarray().mean(axis=0))
         except av.FFmpegError as exc:
             raise AudioError(f"{path}: corrupt audio stream ({exc})") from None
     finally:
