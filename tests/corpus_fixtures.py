@@ -81,10 +81,10 @@ def make_iemocap_tree(
     defects: bool = True,
 ) -> IemocapTree:
     """``root`` laid out like ``IEMOCAP_full_release``: per session an F-led improvisation and an
-    M-led script, each with ``per_speaker`` turns per actor. With ``defects``, session
-    ``sessions[0]``'s first dialog has a missing wav, an empty transcription line and a damaged
-    header line. Media: 0.4 s WAVs, dialog AVIs of 64x32 px at 5 fps (left half dark, right half
-    bright, so a crop is visible)."""
+    M-led script, each with ``per_speaker`` turns per actor and a whole-dialog WAV. With
+    ``defects``, session ``sessions[0]``'s first dialog has a missing wav, an empty
+    transcription line and a damaged header line. Media: 0.4 s WAVs, dialog AVIs of 64x32 px
+    at 5 fps (left half dark, right half bright, so a crop is visible)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     tree = IemocapTree(root=root, utterances=[])
@@ -156,6 +156,7 @@ def make_iemocap_tree(
                     if u.id not in tree.missing_wav:
                         write_wav(wav_dir / f"{u.id}.wav", _tone(u.end - u.start, rng))
                 seconds = turns[-1].end + 0.2
+                write_wav(root / s / "dialog" / "wav" / f"{dialog}.wav", _tone(seconds, rng))
                 frames = rng.integers(0, 60, size=(int(seconds * 5), 32, 64), dtype=np.uint8)
                 frames[:, :, 32:] += 150
                 write_video(root / s / "dialog" / "avi" / "DivX" / f"{dialog}.avi", frames, fps=5)
@@ -163,9 +164,9 @@ def make_iemocap_tree(
                 for u in turns:
                     if u.id not in tree.missing_wav:
                         (wav_dir / f"{u.id}.wav").write_bytes(b"RIFF")
-                avi = root / s / "dialog" / "avi" / "DivX" / f"{dialog}.avi"
-                avi.parent.mkdir(parents=True, exist_ok=True)
-                avi.write_bytes(b"RIFF")
+                for whole in (f"avi/DivX/{dialog}.avi", f"wav/{dialog}.wav"):
+                    (root / s / "dialog" / whole).parent.mkdir(parents=True, exist_ok=True)
+                    (root / s / "dialog" / whole).write_bytes(b"RIFF")
             tree.utterances += turns
     return tree
 

@@ -186,3 +186,14 @@ def test_not_iemocap_root_names_expected_folder(tmp_path) -> None:
 def test_unknown_option_lists_known_ones(tree: IemocapTree, tmp_path) -> None:
     with pytest.raises(DataError, match="both_order.*known: labels, both_orders"):
         CORPORA.get("iemocap")(tree.root, tmp_path, both_order=True)
+
+
+def test_dialog_audio_option_cuts_audio_like_the_video(tree: IemocapTree, tmp_path) -> None:
+    df = read_manifest(read_iemocap(tree.root, tmp_path, audio="dialog").manifest)
+    expected = [u for u in tree.utterances if u.code in FOUR]  # no sentence wav needed now
+    assert set(df["id"]) == {u.id for u in expected}
+    for _, row in df.iterrows():
+        assert row["audio"].endswith(f"dialog/wav/{row['dialog']}.wav")
+    assert validate_manifest(df) == []
+    with pytest.raises(DataError, match="audio.*'sentences' or 'dialog'"):
+        read_iemocap(tree.root, tmp_path, audio="both")

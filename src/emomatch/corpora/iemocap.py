@@ -2,9 +2,14 @@
 
 One row per annotated utterance whose majority label the chosen mapping keeps:
 
-- ``audio``: the utterance's own WAV (``sentences/wav``), a whole file;
+- ``audio``: the utterance's own WAV (``sentences/wav``), a whole file; or, with
+  ``audio="dialog"``, the whole dialog's WAV (both actors) cut like the video;
 - ``video``: the whole dialog's AVI, with ``start``/``end`` (seconds, from EmoEvaluation) to cut
   and ``crop`` ("left"/"right") naming the half of the frame that shows the speaker;
+
+Caution: ``start``/``end`` are times in the dialog. An extraction that applies them to the
+utterance WAV as well cuts past its end; until the manifest can carry a segment per medium,
+``audio="dialog"`` gives rows whose one segment is right for both media.
 - ``text`` from the dialog's transcription, ``speaker`` ``Ses0n<g>``, ``session`` n.
 
 Utterances whose WAV is missing are skipped and reported (a row without its audio would only be
@@ -50,6 +55,7 @@ class IemocapLayout:
     evaluation_dir: str = "Session{session}/dialog/EmoEvaluation"
     transcription: str = "Session{session}/dialog/transcriptions/{dialog}.txt"
     wav: str = "Session{session}/sentences/wav/{dialog}/{utterance}.wav"
+    dialog_wav: str = "Session{session}/dialog/wav/{dialog}.wav"
     video: str = "Session{session}/dialog/avi/DivX/{dialog}.avi"
 
 
@@ -290,12 +296,16 @@ def read_iemocap(
     sessions: list[int] | None = None,
     layout: IemocapLayout | Mapping[str, str] | None = None,
     absolute_paths: bool | str = False,
+    audio: str = "sentences",
 ) -> PreparedCorpus:
     """Write ``out/manifest.csv`` (with ``fold_k`` columns) and ``out/folds/fold_k.csv``."""
     root, out = Path(root), Path(out)
     mapping = label_mapping(labels)
     swap = _truthy(both_orders, "both_orders")
     absolute = _truthy(absolute_paths, "absolute_paths")
+    if audio not in ("sentences", "dialog"):
+        raise DataError(f"IEMOCAP option audio: expected 'sentences' or 'dialog', got {audio!r}")
+    wav_pattern = "wav" if audio == "sentences" else "dialog_wav"
     paths = _layout(layout)
     present = find_sessions(root, paths)
     if sessions is not None:
@@ -338,7 +348,7 @@ def read_iemocap(
             excluded[a.code] += 1
             continue
         names = {"session": a.session, "dialog": a.dialog, "utterance": a.id}
-        wav = root / paths.wav.format(**names)
+        wav = root / getattr(paths, wav_pattern).format(**names)
         if not wav.is_file():
             problems.append(f"{a.id}: audio {wav} is missing, utterance skipped")
             skipped_audio += 1
