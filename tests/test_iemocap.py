@@ -42,6 +42,8 @@ def test_four_class_rows_labels_and_media(tree: IemocapTree, tmp_path) -> None:
         assert row["video"].endswith(f"dialog/avi/DivX/{u.dialog}.avi")
         assert (row["start"], row["end"]) == pytest.approx((u.start, u.end))
         assert row["speaker"] == u.speaker and int(row["session"]) == u.session
+        # the utterance WAV is a whole file: its segment is empty, unlike the video's
+        assert (row["audio_start"], row["audio_end"]) == ("", "")
 
 
 def test_crop_side_follows_the_dialog_lead(tree: IemocapTree, tmp_path) -> None:
@@ -194,6 +196,7 @@ def test_dialog_audio_option_cuts_audio_like_the_video(tree: IemocapTree, tmp_pa
     assert set(df["id"]) == {u.id for u in expected}
     for _, row in df.iterrows():
         assert row["audio"].endswith(f"dialog/wav/{row['dialog']}.wav")
+        assert float(row["audio_start"]) == row["start"] and float(row["audio_end"]) == row["end"]
     assert validate_manifest(df) == []
     with pytest.raises(DataError, match="audio.*'sentences' or 'dialog'"):
         read_iemocap(tree.root, tmp_path, audio="both")

@@ -62,12 +62,14 @@ def test_bad_clips_reported_and_skipped(tree: MeldTree, tmp_path) -> None:
 
 
 def test_multiline_quoted_and_misencoded_utterances(tree: MeldTree, tmp_path) -> None:
-    df = read_manifest(read_meld(tree.root, tmp_path).manifest).set_index("id")
+    prepared = read_meld(tree.root, tmp_path)
+    df = read_manifest(prepared.manifest).set_index("id")
     (multi,) = tree.multiline
     assert df.loc[multi, "text"] == "Wait… you don’t “know” that?"
     for uid in tree.mojibake:
         expected = next(u.text for u in tree.utterances if u.id == uid)
         assert df.loc[uid, "text"] == expected and "’" in expected
+    assert prepared.counts["repaired_text"] == len(tree.mojibake)
     # the multi-line cell did not shift the rows after it
     assert df.loc["train_dia0_utt2", "speaker"] == next(
         u.speaker for u in tree.utterances if u.id == "train_dia0_utt2"

@@ -6,11 +6,12 @@ One row per annotated utterance whose majority label the chosen mapping keeps:
   ``audio="dialog"``, the whole dialog's WAV (both actors) cut like the video;
 - ``video``: the whole dialog's AVI, with ``start``/``end`` (seconds, from EmoEvaluation) to cut
   and ``crop`` ("left"/"right") naming the half of the frame that shows the speaker;
+- ``text`` from the dialog's transcription, ``speaker`` ``Ses0n<g>``, ``session`` n;
+- ``audio_start``/``audio_end``: the segment of the audio file (empty: the whole file).
 
-Caution: ``start``/``end`` are times in the dialog. An extraction that applies them to the
-utterance WAV as well cuts past its end; until the manifest can carry a segment per medium,
-``audio="dialog"`` gives rows whose one segment is right for both media.
-- ``text`` from the dialog's transcription, ``speaker`` ``Ses0n<g>``, ``session`` n.
+``start``/``end`` are times in the dialog, right for the video and for the dialog WAV but not
+for an utterance WAV; ``audio_start``/``audio_end`` say so for an extraction that reads them.
+One that applies ``start``/``end`` to every medium needs ``audio="dialog"``.
 
 Utterances whose WAV is missing are skipped and reported (a row without its audio would only be
 dropped later by every A+V+L run); a missing dialog video or transcription keeps the rows with
@@ -387,6 +388,8 @@ def read_iemocap(
                 "label": mapping[a.code],
                 "split": "",
                 "crop": crop_of(a),
+                "audio_start": a.start if audio == "dialog" else None,
+                "audio_end": a.end if audio == "dialog" else None,
                 "session": a.session,
                 "dialog": a.dialog,
                 "emotion_code": a.code,

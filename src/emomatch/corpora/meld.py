@@ -75,6 +75,8 @@ class MeldRow:
     sentiment: str
     season: str
     episode: str
+    #: the utterance or speaker was mis-encoded and repaired
+    repaired: bool = False
 
     @property
     def id(self) -> str:
@@ -190,14 +192,17 @@ def read_meld_csv(path: Path, split: str, problems: list[str]) -> list[MeldRow]:
                 f"(MELD's are {', '.join(MELD_CLASSES)})"
             )
             continue
+        text, speaker = cell(record, "Utterance"), cell(record, "Speaker")
+        fixed_text, fixed_speaker = repair_text(text), repair_text(speaker)
         rows.append(
             MeldRow(
                 split=split,
                 line=line,
                 dialogue=dialogue,
                 utterance=utterance,
-                text=" ".join(repair_text(cell(record, "Utterance")).split()),
-                speaker=" ".join(repair_text(cell(record, "Speaker")).split()),
+                text=" ".join(fixed_text.split()),
+                speaker=" ".join(fixed_speaker.split()),
+                repaired=(fixed_text, fixed_speaker) != (text, speaker),
                 emotion=emotion,
                 sentiment=cell(record, "Sentiment").strip().lower(),
                 season=cell(record, "Season").strip(),
@@ -390,6 +395,7 @@ def read_meld(
         "skipped": dict(skipped),
         "clips": "probed" if check_clips and with_clips else ("listed" if with_clips else "none"),
         "text_only": int(((df["audio"] == "") & (df["video"] == "")).sum()),
+        "repaired_text": sum(r.repaired for r in rows),
     }
     if problems:
         log.warning("MELD: %d problem(s); see PreparedCorpus.problems", len(problems))
