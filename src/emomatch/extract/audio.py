@@ -37,10 +37,23 @@ def _open(path: Path):  # type: ignore[no-untyped-def]
         raise AudioError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: zero-length file")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        raise AudioError(f"{path}: corrupt or unreadable media ({exc})") from None
+    container = None
+    if path.suffix.lower() == ".wav":
+        # A WAV header says everything; FFmpeg's default probing reads far more and costs more
+        # than decoding a short utterance. Anything odd falls back to full probing.
+        try:
+            container = av.open(str(path), options={"probesize": "32"})
+            streams = container.streams.audio
+            if not streams or not streams[0].codec_context.sample_rate:
+                container.close()
+                container = None
+        except av.FFmpegError:
+            container = None
+    if container is None:
+        try:
+            container = av.open(str(path))
+        except av.FFmpegError as exc:
+            raise AudioError(f"{path}: corrupt or unreadable media ({exc})") from None
     if not container.streams.audio:
         container.close()
         raise AudioError(f"{path}: no audio stream")
