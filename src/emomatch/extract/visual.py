@@ -236,7 +236,7 @@ class OnnxEncoder(FaceEncoder):
         return self._dim
 
 
-def make_encoder(encoder: str | Path, batch_size: int = 256, device: str = "cpu") -> FaceEncoder:
+def make_encoder(encoder: str | Path, batch_size: int = 64, device: str = "cpu") -> FaceEncoder:
     """``xception`` (default), ``pixels``, or the path of a TorchScript/ONNX model."""
     name = str(encoder)
     if name == "pixels":
@@ -273,7 +273,7 @@ class FaceExtractor:
         every: int = 10,
         max_frames: int = 18,
         encoder: str | Path = "xception",
-        batch_size: int = 256,
+        batch_size: int = 64,
         device: str = "cpu",
         margin: float = 0.1,
         detector_options: dict[str, Any] | None = None,

@@ -329,7 +329,10 @@ class MiniXception(nn.Module):
 
     def run(self, x: torch.Tensor, until: str | None = None) -> torch.Tensor:
         """Output of layer ``until`` (the model output when None) for preprocessed input."""
-        values: dict[str, torch.Tensor] = {self.input_name: x}
+        # oneDNN's pooling and depthwise kernels are several times faster channels-last.
+        values: dict[str, torch.Tensor] = {
+            self.input_name: x.contiguous(memory_format=torch.channels_last)
+        }
         target = until or self.output_name
         if target == self.input_name:
             return x
@@ -400,4 +403,4 @@ def load_mini_xception(path: str | Path | None = None, device: str = "cpu") -> M
     config, groups = read_keras_h5(path)
     model = MiniXception(config, source=str(path))
     model.load_keras_weights(groups, str(path))
-    return model.to(device)
+    return model.to(device=device, memory_format=torch.channels_last)
