@@ -403,4 +403,5 @@ def load_mini_xception(path: str | Path | None = None, device: str = "cpu") -> M
     config, groups = read_keras_h5(path)
     model = MiniXception(config, source=str(path))
     model.load_keras_weights(groups, str(path))
-    return model.to(device=device, memory_format=torch.channels_last)
+    # torch's stubs omit Module.to's memory_format keyword.
+    return model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
