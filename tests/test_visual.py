@@ -475,6 +475,9 @@ def test_encoder_choice_errors(tmp_path) -> None:
             FaceExtractor(encoder=str(tmp_path / "m.onnx"))
     with pytest.raises(DataError, match="max_frames"):
         FaceExtractor(max_frames=0)
+    with pytest.raises(DataError, match="must be numbers"):
+        FaceExtractor(every="often")
+    assert FaceExtractor(every="5", encoder="pixels").spec().extractor["every"] == 5
 
 
 def test_extractor_pickles_before_and_after_loading(tmp_path) -> None:

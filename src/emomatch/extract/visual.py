@@ -278,6 +278,12 @@ class FaceExtractor:
         margin: float = 0.1,
         detector_options: dict[str, Any] | None = None,
     ) -> None:
+        # Options may arrive as strings from the command line or a YAML file.
+        try:
+            every, max_frames, batch_size = int(every), int(max_frames), int(batch_size)
+            margin = float(margin)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"faces extractor: options must be numbers ({exc})") from None
         if every < 1 or max_frames < 1 or batch_size < 1:
             raise DataError(
                 f"faces extractor: every ({every}), max_frames ({max_frames}) and batch_size "
