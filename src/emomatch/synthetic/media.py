@@ -125,7 +125,7 @@ PROFILES: dict[str, EmotionProfile] = {
         jitter=0.006,
         tilt=1.3,
         mouth_curve=0.9,
-        mouth_open=0.45,
+        mouth_open=0.6,
         brow_angle=-0.2,
         eye_open=0.85,
         words=_words(
@@ -237,11 +237,20 @@ class Speaker:
     mouth_width: float
 
 
-def _color(
-    rng: np.random.Generator, lo: tuple[int, int, int], hi: tuple[int, int, int]
+def _shade(
+    rng: np.random.Generator, dark: tuple[int, int, int], light: tuple[int, int, int], jitter: int
 ) -> tuple[int, int, int]:
-    r, g, b = (int(rng.integers(a, z + 1)) for a, z in zip(lo, hi, strict=True))
+    """A colour between two anchors (one tone for all channels, so skin stays skin-coloured)
+    with a little per-channel variation."""
+    tone = rng.uniform()
+    r, g, b = (
+        int(np.clip(d + tone * (li - d) + rng.integers(-jitter, jitter + 1), 0, 255))
+        for d, li in zip(dark, light, strict=True)
+    )
     return r, g, b
+
+
+HAIR = ((25, 20, 18), (70, 45, 30), (120, 75, 40), (200, 160, 90), (140, 140, 135))
 
 
 def make_speaker(rng: np.random.Generator, speaker_id: str, split: str) -> Speaker:
@@ -254,9 +263,9 @@ def make_speaker(rng: np.random.Generator, speaker_id: str, split: str) -> Speak
         formant_scale=float(rng.normal(1.15, 0.03) if high_voice else rng.normal(1.0, 0.03)),
         rate=float(np.exp(rng.normal(0, 0.08))),
         loudness_db=float(rng.normal(0, 1.5)),
-        skin=_color(rng, (150, 105, 75), (235, 200, 175)),
-        hair=_color(rng, (20, 15, 10), (120, 90, 60)),
-        background=_color(rng, (40, 40, 40), (120, 130, 140)),
+        skin=_shade(rng, (120, 80, 60), (240, 205, 180), 8),
+        hair=_shade(rng, HAIR[int(rng.integers(0, len(HAIR)))], (0, 0, 0), 10),
+        background=_shade(rng, (50, 55, 60), (150, 150, 145), 25),
         head_width=float(rng.uniform(0.29, 0.35)),
         head_height=float(rng.uniform(0.40, 0.45)),
         eye_gap=float(rng.uniform(0.33, 0.42)),
@@ -432,18 +441,28 @@ def draw_face(
     hair_axes = (int(hw * 1.02), int(hh * 0.5))
     cv2.ellipse(img, at(0, -0.55), hair_axes, tilt_deg, 180, 360, speaker.hair, -1, cv2.LINE_AA)
     dark = (30, 25, 25)
+    # Brows and eye sockets are darker than the skin whatever the hair and skin colours, as in
+    # a lit face; that contrast is also what face detectors look for.
+    pairs = zip(speaker.hair, speaker.skin, strict=True)
+    brow_color = tuple(int(min(h, 0.45 * k)) for h, k in pairs)
+    socket = tuple(int(0.7 * k) for k in speaker.skin)
+    white = tuple(int(0.55 * 235 + 0.45 * k) for k in speaker.skin)
     eye_open = max(0.05, profile.eye_open * (1 - blink))
     for side in (-1, 1):
         ex, ey = side * speaker.eye_gap, -0.12
-        white = (length(0.2 * hw), length(0.09 * hh * eye_open))
-        cv2.ellipse(img, at(ex, ey), white, tilt_deg, 0, 360, (240, 240, 235), -1, cv2.LINE_AA)
+        hollow = (length(0.26 * hw), length(0.14 * hh))
+        cv2.ellipse(img, at(ex, ey - 0.02), hollow, tilt_deg, 0, 360, socket, -1, cv2.LINE_AA)
+        opening = (length(0.2 * hw), length(0.09 * hh * eye_open))
+        cv2.ellipse(img, at(ex, ey), opening, tilt_deg, 0, 360, white, -1, cv2.LINE_AA)
         if eye_open > 0.2:
-            radius = length(0.075 * hw * min(1.0, eye_open + 0.3))
+            radius = length(0.085 * hw * min(1.0, eye_open + 0.3))
             cv2.circle(img, at(ex, ey), radius, dark, -1, cv2.LINE_AA)
+        lid = (length(0.2 * hw), length(0.09 * hh * eye_open))
+        cv2.ellipse(img, at(ex, ey), lid, tilt_deg, 180, 360, dark, length(0.02 * hh), cv2.LINE_AA)
         # Brows: the inner end goes down for anger, up for sadness; the outer end the other way.
         inner = at(side * 0.14, ey - 0.18 + 0.08 * profile.brow_angle)
         outer = at(side * (speaker.eye_gap + 0.24), ey - 0.21 - 0.04 * profile.brow_angle)
-        cv2.line(img, inner, outer, speaker.hair, length(0.06 * hh), cv2.LINE_AA)
+        cv2.line(img, inner, outer, brow_color, length(0.06 * hh), cv2.LINE_AA)
     nose = np.array([at(0, -0.05), at(-0.1, 0.2), at(0.08, 0.22)], np.int32)
     nose_color = tuple(int(c * 0.72) for c in speaker.skin)
     cv2.polylines(img, [nose], False, nose_color, length(0.02 * hh), cv2.LINE_AA)
@@ -451,15 +470,18 @@ def draw_face(
     # Mouth: a curved band between two lips; corners up for a smile, down for a frown.
     xs = np.linspace(-1, 1, 21)
     bend = 1 - xs**2
-    middle = 0.45 + 0.12 * profile.mouth_curve * bend
+    middle = 0.45 + 0.16 * profile.mouth_curve * bend
     upper = middle - 0.04 * mouth_open * bend
     lower = middle + 0.02 + 0.18 * mouth_open * bend
-    mw = speaker.mouth_width * (1 + 0.15 * max(profile.mouth_curve, 0))
+    mw = speaker.mouth_width * (1 + 0.25 * max(profile.mouth_curve, 0))
     outline = [at(x * mw, y) for x, y in zip(xs, upper, strict=True)]
     outline += [at(x * mw, y) for x, y in zip(xs[::-1], lower[::-1], strict=True)]
     poly = np.array(outline, np.int32)
-    cv2.fillPoly(img, [poly], (70, 20, 30), cv2.LINE_AA)
-    cv2.polylines(img, [poly], True, (160, 70, 70), length(0.025 * hh), cv2.LINE_AA)
+    # Lips darker than any skin, so that the mouth's shape survives conversion to gray.
+    r, g, b = speaker.skin
+    lips = (int(0.7 * r), int(0.35 * g), int(0.4 * b))
+    cv2.fillPoly(img, [poly], (50, 15, 20), cv2.LINE_AA)
+    cv2.polylines(img, [poly], True, lips, length(0.035 * hh), cv2.LINE_AA)
 
     small = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
     # Light from one side: a horizontal gain ramp, and an overall level.
@@ -549,6 +571,17 @@ class _Item:
     seed: tuple[int, int]
 
 
+def _apportion(weights: Sequence[float], total: int) -> np.ndarray:
+    """Whole counts in proportion to ``weights`` that add up to ``total`` exactly (largest
+    remainders get the leftovers)."""
+    w = np.asarray(weights, dtype=np.float64)
+    exact = w / w.sum() * total
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(counts - exact, kind="stable")[: total - counts.sum()]:
+        counts[i] += 1
+    return counts
+
+
 def _plan(
     per_class_labeled: int,
     unlabeled: int,
@@ -563,26 +596,26 @@ def _plan(
         split: [make_speaker(rng, f"{split[:2]}{i + 1:02d}", split) for i in range(speakers[split])]
         for split in (*SPLITS, UNLABELED_SPLIT)
     }
-    counts = np.floor(np.asarray(split_fractions) * per_class_labeled).astype(int)
-    counts[0] += per_class_labeled - counts.sum()
+    counts = _apportion(split_fractions, per_class_labeled)
+    # Every split needs every class; the biggest split gives up the items.
+    while counts.min() < 1:
+        counts[np.argmin(counts)] += 1
+        counts[np.argmax(counts)] -= 1
     items: list[_Item] = []
 
     def add(split: str, labels: list[str], labeled: bool) -> None:
-        order = rng.permutation(len(labels))
-        for j, pos in enumerate(order):
+        # Labels come grouped by class: dealing them round-robin gives every speaker every
+        # emotion, as evenly as the counts allow; the shuffle keeps ids from following classes.
+        cast = roster[split]
+        dealt = [(label, cast[j % len(cast)]) for j, label in enumerate(labels)]
+        for pos in rng.permutation(len(dealt)):
+            label, who = dealt[pos]
             uid = f"{split}_{len(items):05d}"
-            # Round-robin over the split's speakers so every speaker shows every emotion.
-            who = roster[split][j % len(roster[split])]
-            items.append(_Item(uid, split, who, labels[pos], labeled, (seed, len(items) + 1)))
+            items.append(_Item(uid, split, who, label, labeled, (seed, len(items) + 1)))
 
     for split, count in zip(SPLITS, counts, strict=True):
         add(split, [c for c in classes for _ in range(int(count))], True)
-    mix = np.asarray(unlabeled_mix, dtype=np.float64)
-    exact = mix / mix.sum() * unlabeled
-    pool = np.floor(exact).astype(int)
-    # Largest remainders get the leftovers, so the pool has exactly ``unlabeled`` items.
-    for i in np.argsort(pool - exact)[: unlabeled - pool.sum()]:
-        pool[i] += 1
+    pool = _apportion(unlabeled_mix, unlabeled)
     add(UNLABELED_SPLIT, [c for c, m in zip(classes, pool, strict=True) for _ in range(m)], False)
     return items
 
@@ -702,12 +735,6 @@ def write_media_corpus(
     fractions = tuple(float(f) for f in split_fractions)
     if len(fractions) != len(SPLITS) or min(fractions) <= 0:
         raise DataError(f"split_fractions must be 3 positive numbers, got {list(fractions)}")
-    fractions = tuple(f / sum(fractions) for f in fractions)
-    if min(int(f * per_class_labeled) for f in fractions) < 1:
-        raise DataError(
-            f"per_class_labeled={per_class_labeled} leaves a split empty with split_fractions "
-            f"{list(split_fractions)}"
-        )
     mix = tuple(unlabeled_mix) if unlabeled_mix is not None else default_unlabeled_mix(classes)
     if len(mix) != len(classes) or min(mix) < 0 or sum(mix) <= 0:
         raise DataError(
