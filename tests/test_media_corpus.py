@@ -12,7 +12,7 @@ import pytest
 
 from emomatch.corpora.manifest import read_manifest, validate_manifest
 from emomatch.errors import DataError
-from emomatch.synthetic.media import PROFILES, write_media_corpus
+from emomatch.synthetic.media import PROFILES, profile_for, write_media_corpus
 
 CLASSES = ("angry", "happy", "neutral", "sad")
 CLEAR = {"audio": 0.0, "video": 0.0, "text": 0.0}
@@ -187,3 +187,17 @@ def test_bad_arguments_are_named(tmp_path) -> None:
         write_media_corpus(tmp_path, classes=("happy", "happy"))
     with pytest.raises(DataError, match="uninformative"):
         write_media_corpus(tmp_path, uninformative={"smell": 0.5})
+
+
+def test_corpus_label_sets_other_than_the_default(tmp_path) -> None:
+    classes = ("ang", "hap", "neu", "sad", "fru")  # IEMOCAP's short names, one unknown emotion
+    manifest = write_media_corpus(
+        tmp_path, per_class_labeled=3, unlabeled=16, seconds=0.5, classes=classes, uninformative=CLEAR
+    )
+    table = read_manifest(manifest)
+    assert validate_manifest(table, classes=classes) == []
+    pool = table.loc[table["split"] == "unlabeled", "true_emotion"].value_counts()
+    assert pool.index[0] == "neu" and pool.sum() == 16
+    own = set(profile_for("fru").words)
+    for text in table.loc[table["true_emotion"] == "fru", "text"]:
+        assert {w.strip(".!").lower() for w in text.split()} & own, text

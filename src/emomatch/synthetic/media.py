@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields, replace
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -633,7 +634,7 @@ class _Settings:
 
 def _shown(rng: np.random.Generator, settings: _Settings, emotion: str, modality: str) -> str:
     """The emotion a modality shows: usually the true one, sometimes neutral (or, in a label
-    set without neutral, another class) whatever the label."""
+    set without neutral, a random class) whatever the label."""
     if rng.uniform() >= settings.uninformative.get(modality, 0.0):
         return emotion
     if settings.neutral is not None:
@@ -767,6 +768,6 @@ def write_media_corpus(
         rows = _make_chunk(items, settings)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for chunk_rows in pool.map(_make_chunk, _chunks(items, 16), [settings] * len(items)):
+            for chunk_rows in pool.map(_make_chunk, _chunks(items, 16), repeat(settings)):
                 rows.extend(chunk_rows)
     return write_manifest(pd.DataFrame(rows), out / "manifest.csv")
