@@ -192,7 +192,12 @@ def test_bad_arguments_are_named(tmp_path) -> None:
 def test_corpus_label_sets_other_than_the_default(tmp_path) -> None:
     classes = ("ang", "hap", "neu", "sad", "fru")  # IEMOCAP's short names, one unknown emotion
     manifest = write_media_corpus(
-        tmp_path, per_class_labeled=3, unlabeled=16, seconds=0.5, classes=classes, uninformative=CLEAR
+        tmp_path,
+        per_class_labeled=3,
+        unlabeled=16,
+        seconds=0.5,
+        classes=classes,
+        uninformative=CLEAR,
     )
     table = read_manifest(manifest)
     assert validate_manifest(table, classes=classes) == []
