@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,8 @@ def _scores(m: dict) -> str:
 
 def _setup_logging() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Lightning's own use of a deprecated torch name; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in (
         "pytorch_lightning",
@@ -91,6 +94,124 @@ def train(
         return
     if metrics:
         typer.echo(f"test {_scores(metrics)}  -> {run_dir / 'metrics.json'}")
+
+
+def _key_values(pairs: list[str] | None, what: str) -> dict[str, dict[str, object]]:
+    """``a.b=value`` pairs -> {a: {b: value}}, values read as YAML scalars (1, 0.5, true, x)."""
+    import yaml
+
+    out: dict[str, dict[str, object]] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        head, dot, name = key.partition(".")
+        if not sep or not dot or not head or not name:
+            raise EmomatchError(f"{what} {pair!r}: expected MODALITY.KEY=VALUE")
+        out.setdefault(head, {})[name] = yaml.safe_load(value) if value else ""
+    return out
+
+
+@app.command()
+def extract(
+    manifest: Annotated[Path, typer.Argument(help="manifest CSV/JSONL (id, audio, video, ...)")],
+    out: Annotated[Path, typer.Option(help="feature store folder (created or resumed)")],
+    modalities: Annotated[
+        str, typer.Option(help="comma-separated subset of acoustic,visual,lexical")
+    ] = "acoustic,visual,lexical",
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="extractor option MODALITY.KEY=VALUE, e.g. acoustic.feature_set=eGeMAPSv02, "
+            "visual.detector=none, visual.encoder=my.onnx, lexical.model=/models/bert-large, "
+            "lexical.max_words=12; repeatable"
+        ),
+    ] = None,
+    extractor: Annotated[
+        list[str] | None,
+        typer.Option(help="MODALITY=NAME: another registered extractor for a modality"),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(help="comma-separated class names in order (default: the manifest's labels)"),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="worker processes (or Ray actors)")] = 1,
+    chunk_size: Annotated[int, typer.Option(help="utterances per chunk / store part")] = 32,
+    engine: Annotated[str, typer.Option(help="'local' processes or 'ray'")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: a local Ray instance)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Extract features from raw media into a feature store; resumable, bad items reported."""
+    _setup_logging()
+    from emomatch.extract.run import build_extractors, run_extraction
+
+    try:
+        mods = [m.strip() for m in modalities.split(",") if m.strip()]
+        names = {}
+        for pair in extractor or []:
+            m, sep, name = pair.partition("=")
+            if not sep or not name:
+                raise EmomatchError(f"--extractor {pair!r}: expected MODALITY=NAME")
+            names[m] = name
+        options = _key_values(option, "--option")
+        unknown = sorted(set(options) - set(mods))
+        if unknown:
+            raise EmomatchError(f"--option for modalities not extracted: {', '.join(unknown)}")
+        extractors = build_extractors(mods, options, names)
+        summary = run_extraction(
+            manifest,
+            out,
+            extractors,
+            classes=classes.split(",") if classes else None,
+            workers=workers,
+            chunk_size=chunk_size,
+            engine=engine,
+            address=address,
+            progress=progress,
+        )
+    except (EmomatchError, KeyError, TypeError) as exc:
+        _fail(exc)
+        return
+    typer.echo(str(summary))
+
+
+@app.command()
+def prepare(
+    corpus: Annotated[str, typer.Argument(help="iemocap, meld or ami")],
+    root: Annotated[Path, typer.Argument(help="the corpus as released (see docs/corpora.md)")],
+    out: Annotated[Path, typer.Option(help="folder for manifest.csv (and folds/)")],
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="reader option KEY=VALUE, e.g. labels=6class, both_orders=true (IEMOCAP), "
+            "width=3.5, windows=20000, camera_map=A=1,B=2 (AMI); repeatable"
+        ),
+    ] = None,
+) -> None:
+    """Read a corpus from its release layout into a manifest (+ speaker-independent folds)."""
+    _setup_logging()
+    from emomatch.corpora import prepare_corpus
+
+    try:
+        options: dict[str, object] = {}
+        for pair in option or []:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise EmomatchError(f"--option {pair!r}: expected KEY=VALUE")
+            options[key] = value
+        prepared = prepare_corpus(corpus, root, out, **options)
+    except (EmomatchError, KeyError) as exc:
+        _fail(exc)
+        return
+    for problem in prepared.problems[:20]:
+        typer.echo(f"  {problem}", err=True)
+    if len(prepared.problems) > 20:
+        typer.echo(f"  ... {len(prepared.problems) - 20} more in {out / 'problems.txt'}", err=True)
+    folds = f", {len(prepared.folds)} fold files" if prepared.folds else ""
+    typer.echo(
+        f"{prepared.rows} utterances, classes {prepared.classes}{folds}, "
+        f"{len(prepared.problems)} problem(s) -> {prepared.manifest}"
+    )
 
 
 @app.command()

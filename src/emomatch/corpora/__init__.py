@@ -1,5 +1,6 @@
 """Corpus readers: each turns a corpus as released into the one corpus-agnostic manifest."""
 
+from emomatch.corpora.base import CORPORA, PreparedCorpus, prepare_corpus
 from emomatch.corpora.manifest import (
     MANIFEST_COLUMNS,
     ManifestProblem,
@@ -9,6 +10,9 @@ from emomatch.corpora.manifest import (
 )
 
 __all__ = [
+    "CORPORA",
+    "PreparedCorpus",
+    "prepare_corpus",
     "MANIFEST_COLUMNS",
     "ManifestProblem",
     "read_manifest",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from emomatch.errors import DataError
 from emomatch.registry import Registry
 
 
@@ -28,3 +29,24 @@ class CorpusReader(Protocol):
 
 
 CORPORA: Registry[CorpusReader] = Registry("corpus")
+
+
+def prepare_corpus(name: str, root: Path, out: Path, **options: Any) -> PreparedCorpus:
+    """Run the registered reader ``name``; its problems also go to ``out/problems.txt``, one per
+    line, so a long list survives the terminal."""
+    # Readers register themselves on import; importing here keeps the registry complete
+    # without the base module knowing them at import time.
+    import emomatch.corpora.ami  # noqa: F401
+    import emomatch.corpora.iemocap  # noqa: F401
+    import emomatch.corpora.meld  # noqa: F401
+
+    try:
+        reader = CORPORA.get(name)
+    except KeyError as exc:
+        raise DataError(str(exc.args[0])) from None
+    prepared = reader(Path(root), Path(out), **options)
+    report = Path(out) / "problems.txt"
+    tmp = report.with_name(report.name + ".tmp")
+    tmp.write_text("".join(f"{p}\n" for p in prepared.problems))
+    tmp.replace(report)
+    return prepared

@@ -57,7 +57,8 @@ def check_compatible(a: FeatureStore, b: FeatureStore, modalities: Sequence[str]
                 f"{m} features differ between {a.path} ({sa}) and {b.path} ({sb}); "
                 "one run needs features of the same extractor settings"
             )
-    if a.classes != b.classes:
+    # An unlabeled pool extracted on its own has no classes; one that has them must agree.
+    if b.classes and a.classes != b.classes:
         raise DataError(f"classes differ between {a.path} and {b.path}")
 
 

@@ -31,6 +31,11 @@ class Utterance:
     end: float | None = None
     #: part of the video frame that shows the speaker: None (whole frame), "left" or "right"
     crop: str | None = None
+    #: segment of the audio file, seconds, when it differs from the video's (IEMOCAP: the
+    #: utterance WAV is whole while the dialog video is cut); the manifest's ``audio_start`` /
+    #: ``audio_end`` columns, or ``start``/``end`` where it has none
+    audio_start: float | None = None
+    audio_end: float | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,11 @@ class ChunkResult:
 
 def extract_chunk(extractors: Mapping[str, Extractor], items: Sequence[Utterance]) -> ChunkResult:
     """All modalities of a chunk; an item that fails any modality is reported and left out."""
-    per_modality = {m: ex.extract(items) for m, ex in extractors.items()}
+    # The acoustic extractor cuts with start/end: hand it the audio's own segment.
+    audio_items = [replace(it, start=it.audio_start, end=it.audio_end) for it in items]
+    per_modality = {
+        m: ex.extract(audio_items if m == "acoustic" else items) for m, ex in extractors.items()
+    }
     result = ChunkResult(
         ids=[],
         arrays={m: [] for m in extractors},
@@ -127,7 +131,14 @@ def utterances_from_manifest(df: pd.DataFrame) -> list[Utterance]:
             else float(value)
         )
 
-    crops = df["crop"] if "crop" in df.columns else pd.Series([""] * len(df), index=df.index)
+    def column(name: str, default: str) -> pd.Series:
+        return (
+            df[name] if name in df.columns else df[default] if default else pd.Series("", df.index)
+        )
+
+    crops = column("crop", "")
+    audio_starts = pd.to_numeric(column("audio_start", "start").replace("", None), errors="coerce")
+    audio_ends = pd.to_numeric(column("audio_end", "end").replace("", None), errors="coerce")
     return [
         Utterance(
             id=str(row["id"]),
@@ -137,6 +148,8 @@ def utterances_from_manifest(df: pd.DataFrame) -> list[Utterance]:
             start=number(row["start"]),
             end=number(row["end"]),
             crop=str(crops[idx]) or None,
+            audio_start=number(audio_starts[idx]),
+            audio_end=number(audio_ends[idx]),
         )
         for idx, row in df.iterrows()
     ]

@@ -83,7 +83,9 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
         if d.unlabeled_store is not None:
             pool = FeatureStore(d.unlabeled_store)
             check_compatible(store, pool, mods)
-        unlabeled = select_split(pool, d.split_field, d.unlabeled_split, mods, labeled=False)
+        # A separate pool (e.g. AMI windows) has no folds of its own: its rows carry only `split`.
+        field = d.split_field if pool is store or d.split_field in pool.fields else "split"
+        unlabeled = select_split(pool, field, d.unlabeled_split, mods, labeled=False)
     stats = fit_stats(train, mods)
     check_finite(validation, mods)
     if unlabeled is not None:
