@@ -89,16 +89,42 @@ def test_demo_writes_fully_and_semi_summary(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(demo_module, "DEMO_CORPUS", tiny_corpus())
     monkeypatch.setattr(demo_module, "DEMO_MODEL", TINY_MODEL)
-    result = runner.invoke(
-        app, ["demo", "--out", str(tmp_path), "--seeds", "1", "--epochs", "1", "--no-progress"]
-    )
+    args = ["demo", "--out", str(tmp_path), "--seeds", "1", "--epochs", "1", "--no-progress"]
+    result = runner.invoke(app, [*args, "--source", "features"])
     assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    check_demo_summary(tmp_path, result.output)
+
+
+def check_demo_summary(out, output: str) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
     for mode in ("fully", "semi"):
         assert {"wap", "ua", "wa", "weighted_f1", "macro_f1", "confusion"} <= set(summary[mode])
     assert summary["semi"]["runs"][0]["semi_supervised"] is True
     assert summary["fully"]["runs"][0]["semi_supervised"] is False
-    assert "fully" in result.output and "semi" in result.output
+    assert "fully" in output and "semi" in output
+    return summary
+
+
+def test_demo_from_raw_media(tmp_path, monkeypatch) -> None:
+    """Generate clips, extract them with the real extractors, train: a miniature demo."""
+    from emomatch import demo as demo_module
+
+    monkeypatch.setattr(demo_module, "MEDIA_PER_CLASS", 6)
+    monkeypatch.setattr(demo_module, "MEDIA_UNLABELED", 8)
+    monkeypatch.setattr(demo_module, "DEMO_MODEL", TINY_MODEL)
+    args = ["demo", "--out", str(tmp_path), "--seeds", "1", "--epochs", "1", "--no-progress"]
+    result = runner.invoke(app, [*args, "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    summary = check_demo_summary(tmp_path, result.output)
+    assert summary["corpus"]["source"] == "media"
+    assert summary["corpus"]["extraction"]["done"] == 6 * 4 + 8
+    assert (tmp_path / "media" / "manifest.csv").is_file()
+    # A second run reuses the corpus, the store and the finished runs.
+    again = runner.invoke(app, [*args, "--workers", "1"])
+    assert again.exit_code == 0, again.output
+    assert (
+        json.loads((tmp_path / "summary.json").read_text())["corpus"]["extraction"]["skipped"] == 32
+    )
 
 
 def test_two_process_ddp_on_cpu(tiny_store, tmp_path) -> None:
