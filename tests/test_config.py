@@ -65,3 +65,13 @@ def test_example_config_lists_every_default() -> None:
     cfg = load_config(example)
     defaults = ExperimentConfig.model_validate({"data": {"store": str(cfg.data.store)}})
     assert cfg.model_dump() == defaults.model_dump()
+
+
+@pytest.mark.parametrize("name", ["iemocap", "iemocap_ami", "meld"])
+def test_recipe_configs_validate(name: str) -> None:
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    assert cfg.data.store.name == "store"
+    assert cfg.loss.unlabeled == (name == "iemocap_ami")
+    assert ("visual" in cfg.data.modalities) == name.startswith("iemocap")

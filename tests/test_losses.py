@@ -144,3 +144,41 @@ def test_batch_measure_makes_matching_vanish_as_the_paper_writes_it() -> None:
     assert abs(float(t.pair)) > 1e-4
     default = terms_of(model, make_inputs(), LossConfig())
     assert abs(float(default.pair + default.unpaired)) > 1e-4
+
+
+def test_masked_missing_modality_changes_nothing() -> None:
+    """With a modality absent (length 0), whatever its features hold changes no term, no
+    logit: the masked-missing option relies on it."""
+    from emomatch.config import LossConfig, ModelConfig
+    from emomatch.model import EmotionModel
+    from emomatch.model.losses import stream_terms
+
+    shapes = {"acoustic": (12,), "visual": (6, 10), "lexical": (5, 16)}
+    torch.manual_seed(0)
+    model = EmotionModel(shapes, 3, ModelConfig(latent_dim=8, feedforward_dim=16)).eval()
+    n = 8
+    inputs = {
+        m: (torch.randn(n, *s), torch.full((n,), s[0] if len(s) == 2 else 1))
+        for m, s in shapes.items()
+    }
+    inputs["visual"][1][:2] = 0  # rows 0, 1: no face
+    inputs["acoustic"][1][5] = 0  # row 5: no audio
+    labels = torch.randint(0, 3, (n,))
+
+    def terms(inp):
+        t = stream_terms(
+            model, inp, LossConfig(), labels, generator=torch.Generator().manual_seed(1)
+        )
+        return [t.rec, t.pair, t.unpaired, t.cls, t.logits]
+
+    before = terms(inputs)
+    changed = {m: (x.clone(), lengths) for m, (x, lengths) in inputs.items()}
+    changed["visual"][0][:2] = 1e3 * torch.randn(2, 6, 10)
+    changed["acoustic"][0][5] = -1e3
+    after = terms(changed)
+    for a, b in zip(before, after, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b)
+    # ... while a present row's features do matter.
+    changed["visual"][0][3] += 1.0
+    assert not torch.allclose(terms(changed)[0], before[0])

@@ -212,3 +212,13 @@ def test_all_folds_aggregate_mean_and_std(tmp_path) -> None:
     assert again["ua"] == summary["ua"]
     with pytest.raises(EmomatchError, match=r"no fold\(s\) \[7\]"):
         train_folds(cfg, tmp_path / "cv7", folds=[7])
+
+
+def test_missing_modality_masked_keeps_utterances(tmp_path) -> None:
+    path = tmp_path / "store"
+    write_synthetic_store(tiny_corpus(missing={"visual": 0.2, "acoustic": 0.1}), path)
+    cfg = make_config(path, data={"store": str(path), "missing": "mask"}, train={"max_epochs": 1})
+    metrics = train_and_report(cfg, tmp_path / "run")
+    assert metrics["dropped_missing_modality"] == 0
+    assert metrics["n"] == 64
+    assert np.isfinite(metrics["ua"])

@@ -34,8 +34,10 @@ class DataConfig(_Strict):
     validation_split: str = "validation"
     test_split: str = "test"
     unlabeled_split: str = "unlabeled"
-    #: utterances missing a used modality: ``drop`` leaves them out of the run (counted in the log)
-    missing: Literal["drop"] = "drop"
+    #: utterances missing a used modality (e.g. no face found): ``drop`` leaves them out of the
+    #: run (counted in the log), as the paper drops faceless AMI windows; ``mask`` keeps them
+    #: with that modality's latent zeroed and its reconstruction and matching terms masked
+    missing: Literal["drop", "mask"] = "drop"
     #: optional expected feature shapes, checked against the store, e.g. {acoustic: [1582]}
     expect_shapes: dict[str, list[int]] = Field(default_factory=dict)
 

@@ -68,15 +68,22 @@ def select_split(
     value: str,
     modalities: Sequence[str],
     labeled: bool,
+    missing: str = "drop",
 ) -> Split:
-    """Rows where ``field == value`` that have all ``modalities``; labeled splits must be
-    fully labeled."""
+    """Rows where ``field == value`` that have all ``modalities`` (``missing="mask"``: at
+    least one of them); labeled splits must be fully labeled."""
     rows = store.select(field, value)
     if len(rows) == 0:
         raise DataError(f"store {store.path} has no utterance with {field} == {value!r}")
-    keep = np.ones(len(rows), dtype=bool)
-    for m in modalities:
-        keep &= store.present(m, rows)
+    present = np.stack([store.present(m, rows) for m in modalities])
+    keep = present.any(0) if missing == "mask" else present.all(0)
+    if missing == "mask" and not present[:, keep].all():
+        log.info(
+            "%s split %r: %d utterances miss a modality in use and are kept with it masked",
+            store.path,
+            value,
+            int((~present[:, keep].all(0)).sum()),
+        )
     dropped = int((~keep).sum())
     if dropped:
         log.warning(
@@ -142,16 +149,19 @@ def fit_stats(split: Split, modalities: Sequence[str]) -> dict[str, tuple[np.nda
         for rows, x in split.store.iter_chunks(m, split.rows):
             if not np.isfinite(x).all():
                 check_finite(Split(split.store, split.name, rows), [m])
+            lengths = split.store.lengths(m, rows)
             if x.ndim == 3:
-                lengths = split.store.lengths(m, rows)
                 valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
                 x = x[valid]
+            else:
+                # Masked (absent) vectors are zeros that would bias the statistics.
+                x = x[lengths > 0]
             x64 = x.astype(np.float64)
             total += x64.sum(0)
             total_sq += (x64**2).sum(0)
             count += x64.shape[0]
-        mean = total / count
-        var = np.maximum(total_sq / count - mean**2, 0.0)
+        mean = total / max(count, 1)
+        var = np.maximum(total_sq / max(count, 1) - mean**2, 0.0)
         std = np.sqrt(var)
         # A constant dimension carries nothing; dividing by ~0 would blow it up.
         std[std < 1e-6] = 1.0

@@ -70,6 +70,7 @@ def evaluate_checkpoint(
         split or data_cfg.test_split,
         mods,
         labeled=True,
+        missing=data_cfg.missing,
     )
     check_finite(rows, mods)
     probs = predict_split(module, rows)

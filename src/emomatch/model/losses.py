@@ -26,7 +26,10 @@ def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, lengths: torch.Tenso
     """MSE over valid elements only. Vectors are compared to themselves, sequences to their
     time-reversed valid part."""
     if x.dim() == 2:
-        return F.mse_loss(rec, x)
+        # A vector of length 0 is absent (masked missing modality).
+        present = (lengths > 0).to(x.dtype)
+        err = (rec - x).pow(2).mean(-1) * present
+        return err.sum() / present.sum().clamp_min(1.0)
     target = reversed_target(x, lengths)
     valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
     err = (rec - target).pow(2).sum(-1) * valid
@@ -71,6 +74,7 @@ def stream_terms(
             cfg.sigma,
             cfg.sigma_scales,
             generator,
+            present=out.present,
         )
     cls = None
     if labels is not None:

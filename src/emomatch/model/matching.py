@@ -123,8 +123,10 @@ def matching_terms(
     sigma: float = 1.0,
     scales: Sequence[float] = (1.0,),
     generator: torch.Generator | None = None,
+    present: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_pair, L_unpaired) summed over pairs; L_unpaired = -(measure on shuffled partners)."""
+    """(L_pair, L_unpaired) summed over pairs; L_unpaired = -(measure on shuffled partners).
+    With ``present`` (modality -> rows that have it), a pair uses only rows that have both."""
     fn = MEASURES.get(measure)
     anchor = next(iter(latents.values()))
     pair = anchor.new_zeros((), dtype=torch.float32)
@@ -133,6 +135,10 @@ def matching_terms(
     with torch.autocast(anchor.device.type, enabled=False):
         for a, b in pairs:
             p, q = latents[a].float(), latents[b].float()
+            if present is not None:
+                both = present[a] & present[b]
+                if not bool(both.all()):
+                    p, q = p[both], q[both]
             if p.shape[0] < 2:
                 continue
             kernel = make_kernel(p, q, bandwidth, sigma, scales)

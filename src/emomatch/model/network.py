@@ -29,6 +29,8 @@ class ModelOutput:
     latents: dict[str, torch.Tensor]
     logits: torch.Tensor
     reconstructions: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: modality -> which rows have it (length > 0)
+    present: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class EmotionModel(nn.Module):
@@ -71,16 +73,29 @@ class EmotionModel(nn.Module):
         return cast(AcousticDAE | SequenceDAE, self.daes[modality])
 
     def encode(self, inputs: Inputs) -> dict[str, torch.Tensor]:
-        return {m: self.dae(m).encode(*inputs[m]) for m in self.modalities}
+        """Latents; a row without a modality (length 0) gets a zero latent for it, so the
+        classifier sees the same input whatever its padding held."""
+        latents = {}
+        for m in self.modalities:
+            x, lengths = inputs[m]
+            # Attention over an all-padding row gives NaN: let it see one (zero) step.
+            z = self.dae(m).encode(x, lengths.clamp(min=1))
+            latents[m] = z * (lengths > 0).to(z.dtype)[:, None]
+        return latents
 
     def classify(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.classifier(torch.cat([latents[m] for m in self.modalities], dim=1))
 
     def forward(self, inputs: Inputs, reconstruct: bool = True) -> ModelOutput:
         latents = self.encode(inputs)
-        out = ModelOutput(latents=latents, logits=self.classify(latents))
+        out = ModelOutput(
+            latents=latents,
+            logits=self.classify(latents),
+            present={m: inputs[m][1] > 0 for m in self.modalities},
+        )
         if reconstruct:
             out.reconstructions = {
-                m: self.dae(m).decode(latents[m], inputs[m][1]) for m in self.modalities
+                m: self.dae(m).decode(latents[m], inputs[m][1].clamp(min=1))
+                for m in self.modalities
             }
         return out

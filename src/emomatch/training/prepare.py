@@ -74,9 +74,9 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
     mods = d.modalities
     store = FeatureStore(d.store)
     shapes = check_shapes(store, mods, d.expect_shapes)
-    train = select_split(store, d.split_field, d.train_split, mods, labeled=True)
+    train = select_split(store, d.split_field, d.train_split, mods, True, d.missing)
     require_all_classes(train)
-    validation = select_split(store, d.split_field, d.validation_split, mods, labeled=True)
+    validation = select_split(store, d.split_field, d.validation_split, mods, True, d.missing)
     unlabeled = None
     if cfg.loss.unlabeled:
         pool = store
@@ -85,7 +85,7 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
             check_compatible(store, pool, mods)
         # A separate pool (e.g. AMI windows) has no folds of its own: its rows carry only `split`.
         field = d.split_field if pool is store or d.split_field in pool.fields else "split"
-        unlabeled = select_split(pool, field, d.unlabeled_split, mods, labeled=False)
+        unlabeled = select_split(pool, field, d.unlabeled_split, mods, False, d.missing)
     stats = fit_stats(train, mods)
     check_finite(validation, mods)
     if unlabeled is not None:
