@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from emomatch.config import LossConfig, ModelConfig
 from emomatch.model import EmotionModel
 from emomatch.model.losses import objective, stream_terms
+from emomatch.runtime import keep_freed_memory
 from emomatch.synthetic.features import PAPER_SHAPES
 
 CLASSES = 4
@@ -79,12 +80,15 @@ def matmul_flops_per_s(n: int, reps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128, help="labeled (and unlabeled) batch")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--matmul-n", type=int, default=1024)
+    parser.add_argument("--keep-memory", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # What `emomatch train` does too; --no-keep-memory shows the glibc default.
+    kept = keep_freed_memory() if args.keep_memory else False
 
     model, step = make_step(args.batch)
     params = sum(p.numel() for p in model.parameters())
@@ -105,6 +109,7 @@ def main() -> None:
     matmul_rate = statistics.median(matmul_rates)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU")
+    print(f"freed memory kept by the allocator (keep_freed_memory): {kept}")
     print(f"model A+V+L at paper dims {dict(PAPER_SHAPES)}: {params / 1e6:.2f} M parameters")
     print(f"batch {args.batch} labeled + {args.batch} unlabeled, {args.steps} timed steps")
     print(f"FLOPs per training step (FlopCounterMode): {flops / 1e9:.2f} GFLOP")

@@ -83,3 +83,14 @@ def test_every_modality_subset_runs(mods: list[str]) -> None:
 def test_too_small_sequence_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="too small"):
         EmotionModel({"visual": (3, 10)}, 4, ModelConfig(feedforward_dim=8))
+
+
+def test_keep_freed_memory_reports_whether_it_applied() -> None:
+    import sys
+
+    from emomatch.runtime import keep_freed_memory
+
+    applied = keep_freed_memory()
+    assert isinstance(applied, bool)
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert applied

@@ -17,6 +17,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from emomatch.config import ExperimentConfig
 from emomatch.errors import EmomatchError
+from emomatch.runtime import keep_freed_memory
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.prepare import prepare_training_data
 
@@ -72,6 +73,7 @@ def fit(
     but for the epoch budget and display settings.
     """
     run_dir = Path(run_dir)
+    keep_freed_memory()
     ckdir = checkpoint_dir(run_dir)
     last = ckdir / "last.ckpt"
     saved = run_dir / CONFIG_FILE
