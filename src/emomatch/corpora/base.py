@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from emomatch.errors import DataError
 from emomatch.registry import Registry
@@ -50,3 +53,47 @@ def prepare_corpus(name: str, root: Path, out: Path, **options: Any) -> Prepared
     tmp.write_text("".join(f"{p}\n" for p in prepared.problems))
     tmp.replace(report)
     return prepared
+
+
+def check_options(corpus: str, reader: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    """An unknown option is an error that lists the known ones (not a bare TypeError)."""
+    known = [n for n in inspect.signature(reader).parameters if n not in ("root", "out")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise DataError(
+            f"{corpus} reader: unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+
+
+def flag_option(value: Any, corpus: str, name: str) -> bool:
+    """A yes/no reader option; options may arrive as strings from the command line."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise DataError(f"{corpus} option {name}: expected true or false, got {value!r}")
+
+
+def media_path(path: Path, out: Path, absolute: bool) -> str:
+    """A media path as the manifest in ``out`` stores it: relative to ``out`` unless asked."""
+    if absolute:
+        return str(path.resolve())
+    return os.path.relpath(path.resolve(), out.resolve())
+
+
+L = TypeVar("L")
+
+
+def layout_with(base: L, changes: Mapping[str, Any], corpus: str) -> L:
+    """A layout dataclass with some path patterns replaced; unknown names are an error."""
+    known = {f.name for f in fields(base)}  # type: ignore[arg-type]
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise DataError(
+            f"{corpus} layout: unknown entr(y/ies) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return replace(base, **{k: str(v) for k, v in changes.items()})  # type: ignore[type-var]

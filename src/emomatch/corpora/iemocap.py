@@ -25,19 +25,24 @@ roles swapped, numbered after the first ones, so fold_1.. keep their meaning).
 
 from __future__ import annotations
 
-import inspect
 import logging
-import os
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from emomatch.corpora.base import CORPORA, PreparedCorpus
+from emomatch.corpora.base import (
+    CORPORA,
+    PreparedCorpus,
+    check_options,
+    flag_option,
+    layout_with,
+    media_path,
+)
 from emomatch.corpora.manifest import write_manifest
 from emomatch.errors import DataError
 
@@ -235,18 +240,9 @@ def write_fold_files(out: Path, ids: pd.Series, folds: Mapping[str, pd.Series]) 
 
 
 def _layout(layout: IemocapLayout | Mapping[str, str] | None) -> IemocapLayout:
-    if layout is None:
-        return IemocapLayout()
     if isinstance(layout, IemocapLayout):
         return layout
-    known = {f.name for f in fields(IemocapLayout)}
-    unknown = sorted(set(layout) - known)
-    if unknown:
-        raise DataError(
-            f"IEMOCAP layout: unknown entr(y/ies) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(known))}"
-        )
-    return replace(IemocapLayout(), **{k: str(v) for k, v in layout.items()})
+    return layout_with(IemocapLayout(), layout or {}, "IEMOCAP")
 
 
 def find_sessions(root: Path, layout: IemocapLayout) -> list[int]:
@@ -271,24 +267,6 @@ def find_sessions(root: Path, layout: IemocapLayout) -> list[int]:
     )
 
 
-def _truthy(value: Any, name: str) -> bool:
-    # Options may arrive as strings from the command line.
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise DataError(f"IEMOCAP option {name}: expected true or false, got {value!r}")
-
-
-def _media_path(path: Path, out: Path, absolute: bool) -> str:
-    if absolute:
-        return str(path.resolve())
-    return os.path.relpath(path.resolve(), out.resolve())
-
-
 def read_iemocap(
     root: Path,
     out: Path,
@@ -302,8 +280,8 @@ def read_iemocap(
     """Write ``out/manifest.csv`` (with ``fold_k`` columns) and ``out/folds/fold_k.csv``."""
     root, out = Path(root), Path(out)
     mapping = label_mapping(labels)
-    swap = _truthy(both_orders, "both_orders")
-    absolute = _truthy(absolute_paths, "absolute_paths")
+    swap = flag_option(both_orders, "IEMOCAP", "both_orders")
+    absolute = flag_option(absolute_paths, "IEMOCAP", "absolute_paths")
     if audio not in ("sentences", "dialog"):
         raise DataError(f"IEMOCAP option audio: expected 'sentences' or 'dialog', got {audio!r}")
     wav_pattern = "wav" if audio == "sentences" else "dialog_wav"
@@ -379,8 +357,8 @@ def read_iemocap(
         rows.append(
             {
                 "id": a.id,
-                "audio": _media_path(wav, out, absolute),
-                "video": _media_path(video, out, absolute) if video is not None else "",
+                "audio": media_path(wav, out, absolute),
+                "video": media_path(video, out, absolute) if video is not None else "",
                 "text": text,
                 "start": a.start,
                 "end": a.end,
@@ -459,16 +437,6 @@ def iemocap_corpus(root: Path, out: Path, **options: Any) -> PreparedCorpus:
     """The registry's entry: :func:`read_iemocap` with options checked by name."""
     check_options("IEMOCAP", read_iemocap, options)
     return read_iemocap(root, out, **options)
-
-
-def check_options(corpus: str, reader: Callable[..., Any], options: Mapping[str, Any]) -> None:
-    """An unknown option is an error that lists the known ones (not a bare TypeError)."""
-    known = [n for n in inspect.signature(reader).parameters if n not in ("root", "out")]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise DataError(
-            f"{corpus} reader: unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}"
-        )
 
 
 def _check_full_release(found: Mapping[str, int], total: int) -> list[str]:

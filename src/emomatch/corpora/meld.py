@@ -18,19 +18,24 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from emomatch.corpora.base import CORPORA, PreparedCorpus
-from emomatch.corpora.iemocap import check_options
+from emomatch.corpora.base import (
+    CORPORA,
+    PreparedCorpus,
+    check_options,
+    flag_option,
+    layout_with,
+    media_path,
+)
 from emomatch.corpora.manifest import write_manifest
 from emomatch.errors import DataError
 
@@ -246,32 +251,7 @@ def _layout(
     base = layout if isinstance(layout, MeldLayout) else MeldLayout()
     changes = dict(layout) if isinstance(layout, Mapping) else {}
     changes.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(MeldLayout)}
-    unknown = sorted(set(changes) - known)
-    if unknown:
-        raise DataError(
-            f"MELD layout: unknown entr(y/ies) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(known))}"
-        )
-    return replace(base, **{k: str(v) for k, v in changes.items()})
-
-
-def _truthy(value: Any, name: str) -> bool:
-    # Options may arrive as strings from the command line.
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise DataError(f"MELD option {name}: expected true or false, got {value!r}")
-
-
-def _media_path(path: Path, out: Path, absolute: bool) -> str:
-    if absolute:
-        return str(path.resolve())
-    return os.path.relpath(path.resolve(), out.resolve())
+    return layout_with(base, changes, "MELD")
 
 
 def read_meld(
@@ -291,8 +271,8 @@ def read_meld(
     paths = _layout(
         layout, {"train_clips": train_clips, "dev_clips": dev_clips, "test_clips": test_clips}
     )
-    check_clips = _truthy(probe, "probe")
-    absolute = _truthy(absolute_paths, "absolute_paths")
+    check_clips = flag_option(probe, "MELD", "probe")
+    absolute = flag_option(absolute_paths, "MELD", "absolute_paths")
     if not root.is_dir():
         raise DataError(f"MELD root {root} is not a folder")
     csvs = {s: root / paths.csv_path(s) for s in MELD_SPLITS}
@@ -351,7 +331,7 @@ def read_meld(
                 problems.append(f"{r.id}: clip {clip}: {found.error}; utterance skipped")
                 skipped[MELD_SPLITS[r.split]] += 1
                 continue
-            media = _media_path(clip, out, absolute)
+            media = media_path(clip, out, absolute)
             video = media if found.has_video else ""
             audio = media if found.has_audio else ""
             if not found.has_audio:
