@@ -112,8 +112,15 @@ def _key_values(pairs: list[str] | None, what: str) -> dict[str, dict[str, objec
 
 @app.command()
 def extract(
-    manifest: Annotated[Path, typer.Argument(help="manifest CSV/JSONL (id, audio, video, ...)")],
+    manifest: Annotated[
+        Path,
+        typer.Argument(help="manifest CSV/JSONL (id, audio, video, ...) or a folder of clips"),
+    ],
     out: Annotated[Path, typer.Option(help="feature store folder (created or resumed)")],
+    transcripts: Annotated[
+        Path | None,
+        typer.Option(help="with a folder of clips: CSV with id,text (+ label, speaker, split)"),
+    ] = None,
     modalities: Annotated[
         str, typer.Option(help="comma-separated subset of acoustic,visual,lexical")
     ] = "acoustic,visual,lexical",
@@ -143,9 +150,19 @@ def extract(
 ) -> None:
     """Extract features from raw media into a feature store; resumable, bad items reported."""
     _setup_logging()
+    from emomatch.corpora import prepare_corpus
     from emomatch.extract.run import build_extractors, run_extraction
 
     try:
+        if manifest.is_dir():
+            # A folder of clips: its manifest is written next to the store it feeds.
+            found = {"transcripts": str(transcripts)} if transcripts else {}
+            prepared = prepare_corpus("folder", manifest, out, **found)
+            for problem in prepared.problems:
+                typer.echo(f"  {problem}", err=True)
+            manifest = prepared.manifest
+        elif transcripts is not None:
+            raise EmomatchError("--transcripts goes with a folder of clips, not a manifest")
         mods = [m.strip() for m in modalities.split(",") if m.strip()]
         names = {}
         for pair in extractor or []:
@@ -177,7 +194,7 @@ def extract(
 
 @app.command()
 def prepare(
-    corpus: Annotated[str, typer.Argument(help="iemocap, meld or ami")],
+    corpus: Annotated[str, typer.Argument(help="iemocap, meld, ami or folder (any clips)")],
     root: Annotated[Path, typer.Argument(help="the corpus as released (see docs/corpora.md)")],
     out: Annotated[Path, typer.Option(help="folder for manifest.csv (and folds/)")],
     option: Annotated[

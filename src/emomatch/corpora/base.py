@@ -40,6 +40,7 @@ def prepare_corpus(name: str, root: Path, out: Path, **options: Any) -> Prepared
     # Readers register themselves on import; importing here keeps the registry complete
     # without the base module knowing them at import time.
     import emomatch.corpora.ami  # noqa: F401
+    import emomatch.corpora.folder  # noqa: F401
     import emomatch.corpora.iemocap  # noqa: F401
     import emomatch.corpora.meld  # noqa: F401
 
