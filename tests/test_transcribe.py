@@ -231,11 +231,19 @@ def test_resume_reuses_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert df.loc["whole", "text"] == "hello world 1"
     assert not partial.exists()
 
-    # a partial file from another model is not reused
-    partial.write_text(json.dumps({"id": "whole", "text": "x", "words": [], "asr": "other"}))
+    # a partial file from another model or with other settings is not reused
+    settings = finished[0]["settings"]
+    assert settings == {"language": "en", "beam_size": 1, "vad_filter": True}
+    lines = [
+        {"id": "whole", "text": "x", "words": [], "asr": "other", "settings": settings},
+        {**finished[0], "settings": {**settings, "beam_size": 5}},
+        {**finished[0], "id": "own_segment"},
+    ]
+    partial.write_text("".join(json.dumps(x) + "\n" for x in lines))
     third = FakeWhisper()
     monkeypatch.setattr(transcribe, "_build_model", lambda *a: third)
-    assert transcribe_manifest(manifest, out, progress=False).reused == 0
+    assert transcribe_manifest(manifest, out, progress=False).reused == 1
+    assert len(third.calls) == 2
 
 
 def test_bad_arguments_fail_early_with_the_reason(tmp_path: Path, fake) -> None:

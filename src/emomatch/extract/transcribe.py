@@ -213,9 +213,11 @@ def _side_path(out: Path, suffix: str) -> Path:
     return out.with_name(out.name + suffix)
 
 
-def _read_partial(path: Path, model_name: str) -> dict[str, dict[str, Any]]:
-    """Finished rows of an interrupted run with the same model; a line cut short by the
-    interruption is ignored (that row is simply transcribed again)."""
+def _read_partial(
+    path: Path, model_name: str, settings: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Finished rows of an interrupted run with the same model and settings; a line cut short
+    by the interruption is ignored (that row is simply transcribed again)."""
     done: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return done
@@ -225,7 +227,12 @@ def _read_partial(path: Path, model_name: str) -> dict[str, dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and record.get("asr") == model_name and "id" in record:
+            if (
+                isinstance(record, dict)
+                and "id" in record
+                and record.get("asr") == model_name
+                and record.get("settings") == settings
+            ):
                 done[str(record["id"])] = record
     return done
 
@@ -287,7 +294,9 @@ def transcribe_manifest(
     todo = [idx for idx, text in df["text"].items() if not only_empty or not str(text).strip()]
     summary = TranscriptionSummary(output=out, model=model_name, kept=len(df) - len(todo))
     partial_path = _side_path(out, ".partial.jsonl")
-    done = _read_partial(partial_path, model_name)
+    # what changes the text; a partial file made with other settings is not reused
+    settings = {"language": language, "beam_size": beam_size, "vad_filter": vad_filter}
+    done = _read_partial(partial_path, model_name, settings)
 
     loaded: list[Any] = []
 
@@ -314,7 +323,7 @@ def transcribe_manifest(
                     summary.failures.append((uid, str(exc)))
                     report(count)
                     continue
-                record["id"], record["asr"] = uid, model_name
+                record.update(id=uid, asr=model_name, settings=settings)
                 partial.write(json.dumps(record, ensure_ascii=False) + "\n")
                 partial.flush()
                 summary.transcribed += 1
