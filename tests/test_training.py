@@ -222,3 +222,22 @@ def test_missing_modality_masked_keeps_utterances(tmp_path) -> None:
     assert metrics["dropped_missing_modality"] == 0
     assert metrics["n"] == 64
     assert np.isfinite(metrics["ua"])
+
+
+def test_a_fold_missing_a_class_fails_before_any_fold_trains(tmp_path) -> None:
+    import pandas as pd
+
+    from emomatch.runs import train_folds
+
+    path = tmp_path / "store"
+    write_synthetic_store(tiny_corpus(speakers=6, folds=3), path)
+    # Fold 3's training split loses every "angry" utterance.
+    for part in sorted((path / "parts").glob("part-*/index.parquet")):
+        index = pd.read_parquet(part)
+        gone = (index["label"] == "angry") & (index["fold_3"] == "train")
+        index.loc[gone, "fold_3"] = "unused"
+        index.to_parquet(part)
+    cfg = make_config(path, train={"max_epochs": 1})
+    with pytest.raises(DataError, match="angry"):
+        train_folds(cfg, tmp_path / "cv")
+    assert not (tmp_path / "cv" / "fold_1").exists()

@@ -12,6 +12,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from emomatch.config import ExperimentConfig
+from emomatch.data import select_split
+from emomatch.data.splits import require_all_classes
 from emomatch.errors import ConfigError
 from emomatch.evaluation import evaluate_checkpoint, write_report
 from emomatch.metrics import aggregate
@@ -77,6 +79,14 @@ def train_folds(
     unknown = [k for k in chosen if k not in available]
     if unknown:
         raise ConfigError(f"store {store.path} has no fold(s) {unknown}; it has {available}")
+    # Every fold's splits are checked before the first one trains: a class absent from fold 4's
+    # training split should not surface after three folds of work.
+    mods = list(cfg.data.modalities)
+    for k in chosen:
+        field = f"fold_{k}"
+        train = select_split(store, field, cfg.data.train_split, mods, True, cfg.data.missing)
+        require_all_classes(train)
+        select_split(store, field, cfg.data.validation_split, mods, True, cfg.data.missing)
     per_fold: dict[str, dict[str, Any]] = {}
     for k in chosen:
         fold_cfg = cfg.model_copy(deep=True)
