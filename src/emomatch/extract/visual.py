@@ -15,6 +15,7 @@ the CNN costs far less per face in large batches than one clip at a time.
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,20 +41,20 @@ TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".pth", ".jit")
 ONNX_SUFFIX = ".onnx"
 
 
-class FaceEncoder:
+class FaceEncoder(ABC):
     """Maps uint8 gray faces (N, 64, 64) to float32 features (N, dim); models load lazily."""
 
     name = "encoder"
 
-    def settings(self) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def settings(self) -> dict[str, Any]: ...
 
     @property
-    def dim(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def dim(self) -> int: ...
 
-    def encode(self, faces: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def encode(self, faces: np.ndarray) -> np.ndarray: ...
 
 
 class PixelEncoder(FaceEncoder):
@@ -83,8 +84,8 @@ class _TorchEncoder(FaceEncoder):
         # Workers load their own copy; a loaded model must not travel with the extractor.
         return {**self.__dict__, "_model": None}
 
-    def _load(self) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def _load(self) -> Any: ...
 
     def _run(self, model: Any, x: Any) -> Any:
         return model(x)
