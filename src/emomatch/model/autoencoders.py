@@ -50,13 +50,16 @@ class AcousticDAE(nn.Module):
         return self.decoder(z)
 
 
-def _transformer(width: int, heads: int, layers: int, ffn: int, dropout: float) -> nn.Module:
+def _transformer(
+    width: int, heads: int, layers: int, ffn: int, dropout: float, norm_first: bool
+) -> nn.Module:
     layer = nn.TransformerEncoderLayer(
         d_model=width,
         nhead=heads,
         dim_feedforward=ffn,
         dropout=dropout,
         batch_first=True,
+        norm_first=norm_first,
     )
     return nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
 
@@ -89,11 +92,14 @@ class SequenceDAE(nn.Module):
         layers: int,
         feedforward: int,
         dropout: float,
+        norm_first: bool = True,
     ) -> None:
         super().__init__()
         self.max_len, self.dim = max_len, dim
         self.heads = heads_for(dim, heads)
-        self.encoder_transformer = _transformer(dim, self.heads, layers, feedforward, dropout)
+        self.encoder_transformer = _transformer(
+            dim, self.heads, layers, feedforward, dropout, norm_first
+        )
         down: list[nn.Module] = []
         channels = 1
         for k, s, p, c in convs:
@@ -120,7 +126,9 @@ class SequenceDAE(nn.Module):
             if i > 0:
                 up.append(nn.ReLU())
         self.up = nn.Sequential(*up)
-        self.decoder_transformer = _transformer(dim, self.heads, layers, feedforward, dropout)
+        self.decoder_transformer = _transformer(
+            dim, self.heads, layers, feedforward, dropout, norm_first
+        )
         self.output = nn.Linear(dim, dim)
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -64,6 +64,7 @@ class EmotionModel(nn.Module):
                     layers=cfg.transformer_layers,
                     feedforward=cfg.feedforward_dim,
                     dropout=cfg.dropout,
+                    norm_first=cfg.norm_first,
                 )
         self.classifier = mlp(
             [cfg.latent_dim * len(self.modalities), *cfg.classifier_hidden, num_classes]
