@@ -92,7 +92,7 @@ class SequenceDAE(nn.Module):
         layers: int,
         feedforward: int,
         dropout: float,
-        norm_first: bool = True,
+        norm_first: bool = False,
     ) -> None:
         super().__init__()
         self.max_len, self.dim = max_len, dim
