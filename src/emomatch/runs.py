@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,12 @@ from pytorch_lightning.callbacks import Callback
 
 from emomatch.config import ExperimentConfig
 from emomatch.data import select_split
+from emomatch.data.folds import choose_folds
 from emomatch.data.splits import require_all_classes
-from emomatch.errors import ConfigError
 from emomatch.evaluation import evaluate_checkpoint, write_report
 from emomatch.metrics import aggregate
 from emomatch.store import FeatureStore
 from emomatch.training import fit
-
-FOLD_FIELD = re.compile(r"^fold_(\d+)$")
 
 
 def train_and_report(
@@ -53,12 +50,6 @@ def train_and_report(
     return metrics
 
 
-def store_folds(store: FeatureStore) -> list[int]:
-    """Fold numbers k of the store's ``fold_k`` fields (written by corpus readers)."""
-    found = [FOLD_FIELD.match(f) for f in store.fields]
-    return sorted(int(m.group(1)) for m in found if m)
-
-
 def train_folds(
     cfg: ExperimentConfig,
     out: str | Path,
@@ -72,13 +63,7 @@ def train_folds(
     checkpoint and the others start."""
     out = Path(out)
     store = FeatureStore(cfg.data.store)
-    available = store_folds(store)
-    if not available:
-        raise ConfigError(f"store {store.path} has no fold_k field (fields: {store.fields})")
-    chosen = list(folds) if folds is not None else available
-    unknown = [k for k in chosen if k not in available]
-    if unknown:
-        raise ConfigError(f"store {store.path} has no fold(s) {unknown}; it has {available}")
+    chosen = choose_folds(store, folds)
     # Every fold's splits are checked before the first one trains: a class absent from fold 4's
     # training split should not surface after three folds of work.
     mods = list(cfg.data.modalities)
