@@ -15,3 +15,11 @@ class StoreError(EmomatchError):
 
 class DataError(EmomatchError):
     pass
+
+
+class LockedError(EmomatchError):
+    """Another process is writing the same store or run folder."""
+
+
+class WriteError(EmomatchError):
+    """An output could not be written (disk full, read-only or forbidden folder)."""

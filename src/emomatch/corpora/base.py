@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from emomatch.errors import DataError
+from emomatch.files import atomic_write_text
 from emomatch.registry import Registry
 
 
@@ -50,9 +51,7 @@ def prepare_corpus(name: str, root: Path, out: Path, **options: Any) -> Prepared
         raise DataError(str(exc.args[0])) from None
     prepared = reader(Path(root), Path(out), **options)
     report = Path(out) / "problems.txt"
-    tmp = report.with_name(report.name + ".tmp")
-    tmp.write_text("".join(f"{p}\n" for p in prepared.problems))
-    tmp.replace(report)
+    atomic_write_text(report, "".join(f"{p}\n" for p in prepared.problems))
     return prepared
 
 

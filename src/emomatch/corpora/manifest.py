@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from emomatch.errors import DataError
+from emomatch.files import atomic_path
 
 MANIFEST_COLUMNS = ("id", "audio", "video", "text", "start", "end", "speaker", "label", "split")
 MEDIA_COLUMNS = ("audio", "video")
@@ -77,19 +76,17 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
         *[c for c in df.columns if c not in MANIFEST_COLUMNS and c != "_line"],
     ]
     out = df.reindex(columns=cols)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    if path.suffix == ".jsonl":
-        with open(tmp, "w") as fh:
-            for record in out.to_dict(orient="records"):
-                clean = {
-                    k: (None if isinstance(v, float) and math.isnan(v) else v)
-                    for k, v in record.items()
-                }
-                fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
-    else:
-        out.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".jsonl":
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for record in out.to_dict(orient="records"):
+                    clean = {
+                        k: (None if isinstance(v, float) and math.isnan(v) else v)
+                        for k, v in record.items()
+                    }
+                    fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
+        else:
+            out.to_csv(tmp, index=False, encoding="utf-8")
     return path
 
 

