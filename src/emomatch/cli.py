@@ -96,6 +96,78 @@ def train(
         typer.echo(f"test {_scores(metrics)}  -> {run_dir / 'metrics.json'}")
 
 
+@app.command()
+def baseline(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config (as for train)")],
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default runs/<config name>/baselines)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a config key, e.g. --set data.modalities=[lexical]"),
+    ] = None,
+    fold: Annotated[
+        list[int] | None,
+        typer.Option(help="fit on fold k (the store's fold_k field); repeatable"),
+    ] = None,
+    folds: Annotated[
+        str | None, typer.Option(help="'all': every fold of the store, mean and std")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="logreg or linear_svm; repeatable (default: both)"),
+    ] = None,
+    c_grid: Annotated[
+        str | None,
+        typer.Option(help="comma-separated C values tried on validation (default 1e-3,...,1e2)"),
+    ] = None,
+    class_weight: Annotated[
+        str | None, typer.Option(help="'balanced' or 'none' (default balanced)")
+    ] = None,
+) -> None:
+    """Logistic regression and linear SVM on utterance-level features (C chosen on validation),
+    scored on the test split like `emomatch train`."""
+    _setup_logging()
+    from emomatch.config import load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+        if folds is not None and folds != "all":
+            raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
+        grid = None
+        if c_grid is not None:
+            try:
+                grid = [float(c) for c in c_grid.split(",") if c.strip()]
+            except ValueError:
+                raise EmomatchError(
+                    f"--c-grid {c_grid!r}: expected numbers like 0.01,1,100"
+                ) from None
+        from emomatch import baseline as bl
+
+        run_dir = out or Path("runs") / config.stem / "baselines"
+        results = bl.run_baselines(
+            cfg,
+            run_dir,
+            folds="all" if folds == "all" else (fold or None),
+            models=model or tuple(bl.BASELINES),
+            c_grid=grid if grid is not None else bl.DEFAULT_C_GRID,
+            class_weight=class_weight or bl.DEFAULT_CLASS_WEIGHT,
+        )
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    for name, m in results.items():
+        if "folds" in m:
+            typer.echo(
+                f"{name}: mean over {len(m['folds'])} fold(s): WAP {100 * m['wap']:.1f} "
+                f"± {100 * m['wap_std']:.1f}  UA {100 * m['ua']:.1f} ± {100 * m['ua_std']:.1f}  "
+                f"wF1 {100 * m['weighted_f1']:.1f} ± {100 * m['weighted_f1_std']:.1f}"
+            )
+        else:
+            typer.echo(f"{name} (C={m['C']:g}): test {_scores(m)}")
+    typer.echo(f"-> {run_dir / 'summary.json'}")
+
+
 def _key_values(pairs: list[str] | None, what: str) -> dict[str, dict[str, object]]:
     """``a.b=value`` pairs -> {a: {b: value}}, values read as YAML scalars (1, 0.5, true, x)."""
     import yaml
