@@ -17,6 +17,7 @@ from emomatch.data import select_split
 from emomatch.errors import DataError
 from emomatch.evaluation import load_checkpoint, predict_split
 from emomatch.store import FeatureStore, StoreWriter
+from emomatch.store.format import new_store_folder
 
 
 def balanced_rows(pseudo: np.ndarray, per_class: int, num_classes: int, seed: int) -> np.ndarray:
@@ -51,6 +52,8 @@ def balance_unlabeled(
     out = Path(out)
     if (out / "store.json").exists():
         raise DataError(f"{out} already holds a store; choose another --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out} already exists and is not an empty folder; choose another --out")
     module = load_checkpoint(checkpoint)
     store = FeatureStore(store_path)
     mods = list(module.shapes)
@@ -65,28 +68,39 @@ def balance_unlabeled(
     k = len(module.classes)
     keep = balanced_rows(pseudo, per_class, k, seed)
     rows = pool.rows[keep]
-    writer = StoreWriter(
-        out,
-        classes=store.classes,
-        modalities={m: store.modalities[m] for m in mods},
-        fields=[*store.fields, "pseudo_label"],
-        info={"balanced_from": str(store.path), "model": str(checkpoint), "per_class": per_class},
-    )
-    repeats: dict[str, int] = {}
-    for start in range(0, len(rows), part_size):
-        sel = rows[start : start + part_size]
-        index = store.index.iloc[sel][["id", "speaker", *store.fields]].reset_index(drop=True)
-        ids = []
-        for uid in index["id"]:
-            repeats[uid] = repeats.get(uid, 0) + 1
-            # Over-sampled windows repeat; ids must stay unique in a store.
-            ids.append(uid if repeats[uid] == 1 else f"{uid}#{repeats[uid]}")
-        index["id"] = ids
-        index["label"] = None
-        index["pseudo_label"] = [module.classes[c] for c in pseudo[keep[start : start + part_size]]]
-        for m in mods:
-            index[f"{m}_length"] = store.lengths(m, sel)
-        writer.write_part(index, {m: store.fetch(m, sel) for m in mods})
+    # Written into a temporary folder renamed into place at the end: an interrupted run leaves
+    # no half-balanced store at --out.
+    with (
+        new_store_folder(out) as tmp,
+        StoreWriter(
+            tmp,
+            classes=store.classes,
+            modalities={m: store.modalities[m] for m in mods},
+            fields=[*store.fields, "pseudo_label"],
+            info={
+                "balanced_from": str(store.path),
+                "model": str(checkpoint),
+                "per_class": per_class,
+            },
+        ) as writer,
+    ):
+        repeats: dict[str, int] = {}
+        for start in range(0, len(rows), part_size):
+            sel = rows[start : start + part_size]
+            index = store.index.iloc[sel][["id", "speaker", *store.fields]].reset_index(drop=True)
+            ids = []
+            for uid in index["id"]:
+                repeats[uid] = repeats.get(uid, 0) + 1
+                # Over-sampled windows repeat; ids must stay unique in a store.
+                ids.append(uid if repeats[uid] == 1 else f"{uid}#{repeats[uid]}")
+            index["id"] = ids
+            index["label"] = None
+            index["pseudo_label"] = [
+                module.classes[c] for c in pseudo[keep[start : start + part_size]]
+            ]
+            for m in mods:
+                index[f"{m}_length"] = store.lengths(m, sel)
+            writer.write_part(index, {m: store.fetch(m, sel) for m in mods})
     before = np.bincount(pseudo, minlength=k)
     after = np.bincount(pseudo[keep], minlength=k)
     return {

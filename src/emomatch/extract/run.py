@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,8 +28,9 @@ import pandas as pd
 
 from emomatch import MODALITIES
 from emomatch.corpora.manifest import read_manifest, resolve_media, validate_manifest
-from emomatch.errors import DataError
+from emomatch.errors import DataError, WriteError
 from emomatch.extract.base import EXTRACTORS, Extractor, Features, ItemError, Utterance
+from emomatch.files import describe_os_error
 from emomatch.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -109,9 +111,13 @@ _worker_extractors: dict[str, Extractor] = {}
 
 
 def _init_worker(extractors: Mapping[str, Extractor], threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+    # Bound the math libraries' threads so that workers do not oversubscribe the cores. torch is
+    # configured only if the extractors brought it in (it takes seconds to import, for nothing
+    # with openSMILE); one imported later reads the environment variables.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     _worker_extractors.clear()
     _worker_extractors.update(extractors)
 
@@ -164,6 +170,8 @@ class ExtractionSummary:
     seconds: float
     media_seconds: float
     errors_file: Path
+    #: damaged parts found in the store and dropped; their utterances were extracted again
+    dropped: list[str] = field(default_factory=list)
 
     @property
     def realtime_factor(self) -> float:
@@ -174,6 +182,11 @@ class ExtractionSummary:
             f"extracted {self.done}, skipped (already in the store) {self.skipped}, "
             f"failed {self.failed} (see {self.errors_file}); {self.seconds:.1f} s wall, "
             f"{self.media_seconds:.1f} s of media, real-time factor {self.realtime_factor:.1f}"
+        ) + (
+            f"; repaired the store: dropped damaged {', '.join(self.dropped)} and extracted "
+            "their utterances again"
+            if self.dropped
+            else ""
         )
 
 
@@ -208,6 +221,79 @@ def _local_results(
                 pending.append(pool.submit(_run_in_worker, nxt))
 
 
+def _extract_into(
+    writer: StoreWriter,
+    err: Any,
+    errors_path: Path,
+    usable: pd.DataFrame,
+    problems: Sequence[Any],
+    fields: Sequence[str],
+    extractors: Mapping[str, Extractor],
+    chunk_size: int,
+    workers: int,
+    engine: str,
+    address: str | None,
+    progress: bool,
+    results: Callable[..., Iterable[ChunkResult]] | None,
+) -> tuple[int, int, float, int]:
+    """The run proper, with the store locked and the error report open; returns (written,
+    failed, media seconds, skipped)."""
+    done_ids = writer.done_ids()
+    pending_df = usable[~usable["id"].isin(done_ids)]
+    skipped = len(usable) - len(pending_df)
+    items = utterances_from_manifest(pending_df)
+    rows = pending_df.set_index("id")
+    failed: set[str] = set()
+    media_seconds = 0.0
+    written = 0
+
+    def report(line: str) -> None:
+        try:
+            err.write(line + "\n")
+            err.flush()
+        except OSError as exc:
+            raise WriteError(f"cannot write {errors_path}: {describe_os_error(exc)}") from None
+
+    for p in problems:
+        report(json.dumps({"id": p.id, "modality": "manifest", "reason": str(p)}))
+        failed.add(p.id)
+    chunks = _chunks(items, chunk_size)
+    if results is not None:
+        stream = results(extractors, chunks, workers)
+    elif engine == "ray":
+        from emomatch.extract.distributed import ray_results
+
+        stream = ray_results(extractors, chunks, workers, address)
+    elif engine == "local":
+        stream = _local_results(extractors, chunks, workers)
+    else:
+        raise DataError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), unit="utt", disable=not progress, desc="extract")
+    for result in stream:
+        for e in result.errors:
+            report(json.dumps(e))
+        failed |= result.failed_ids
+        if result.ids:
+            part = rows.loc[result.ids]
+            index = pd.DataFrame(
+                {
+                    "id": result.ids,
+                    "speaker": part["speaker"].to_numpy(),
+                    "label": [lab or None for lab in part["label"]],
+                    **{f: part[f].to_numpy() if f in part else "" for f in fields},
+                    **{f"{m}_length": result.lengths[m] for m in extractors},
+                }
+            )
+            writer.write_part(index, {m: np.stack(result.arrays[m]) for m in extractors})
+            written += len(result.ids)
+        media_seconds += result.seconds
+        bar.update(len(result.ids) + len(result.failed_ids))
+    bar.close()
+    return written, len(failed), media_seconds, skipped
+
+
 def run_extraction(
     manifest: str | Path,
     out: str | Path,
@@ -224,77 +310,63 @@ def run_extraction(
     extractor per modality (see :func:`build_extractors`)."""
     start_time = time.perf_counter()
     df = read_manifest(manifest)
+    # Checked before anything is written: a store is never created from zero rows (its classes
+    # would be fixed to none, refusing every later extraction into it).
+    if df.empty:
+        raise DataError(f"{manifest}: the manifest has no utterance rows; nothing to extract")
     labels = sorted({lab for lab in df["label"] if lab})
     classes = list(classes) if classes is not None else labels
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     errors_path = out / ERRORS_FILE
     problems = validate_manifest(df, classes=classes, check_files=False)
     bad_lines = {p.line for p in problems}
+    usable = df[~df["_line"].isin(bad_lines)]
+    if usable.empty:
+        raise DataError(
+            f"{manifest}: none of its {len(df)} row(s) can be extracted; the first problem: "
+            f"{problems[0]}"
+        )
+    if not classes:
+        log.info("no row of %s has a label: the store is an unlabeled pool", manifest)
     fields = ["split", *[c for c in df.columns if FOLD_COLUMN.match(c)]]
-    writer = StoreWriter(
+    # The writer holds the store's lock for the whole run: a second `emomatch extract` into the
+    # same --out stops at once instead of interleaving parts with this one.
+    with StoreWriter(
         out,
         classes=classes,
         modalities={m: ex.spec() for m, ex in extractors.items()},
         fields=fields,
         info={"manifest": str(Path(manifest).resolve())},
-    )
-    done_ids = writer.done_ids()
-    usable = df[~df["_line"].isin(bad_lines)]
-    pending_df = usable[~usable["id"].isin(done_ids)]
-    skipped = len(usable) - len(pending_df)
-    items = utterances_from_manifest(pending_df)
-    rows = pending_df.set_index("id")
-    failed: set[str] = set()
-    media_seconds = 0.0
-    written = 0
-    with open(errors_path, "w") as err:
-        for p in problems:
-            err.write(json.dumps({"id": p.id, "modality": "manifest", "reason": str(p)}) + "\n")
-            failed.add(p.id)
-        chunks = _chunks(items, chunk_size)
-        if results is not None:
-            stream = results(extractors, chunks, workers)
-        elif engine == "ray":
-            from emomatch.extract.distributed import ray_results
-
-            stream = ray_results(extractors, chunks, workers, address)
-        elif engine == "local":
-            stream = _local_results(extractors, chunks, workers)
-        else:
-            raise DataError(f"unknown engine {engine!r}; use 'local' or 'ray'")
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), unit="utt", disable=not progress, desc="extract")
-        for result in stream:
-            for e in result.errors:
-                err.write(json.dumps(e) + "\n")
-            err.flush()
-            failed |= result.failed_ids
-            if result.ids:
-                part = rows.loc[result.ids]
-                index = pd.DataFrame(
-                    {
-                        "id": result.ids,
-                        "speaker": part["speaker"].to_numpy(),
-                        "label": [lab or None for lab in part["label"]],
-                        **{f: part[f].to_numpy() if f in part else "" for f in fields},
-                        **{f"{m}_length": result.lengths[m] for m in extractors},
-                    }
-                )
-                writer.write_part(index, {m: np.stack(result.arrays[m]) for m in extractors})
-                written += len(result.ids)
-            media_seconds += result.seconds
-            bar.update(len(result.ids) + len(result.failed_ids))
-        bar.close()
+    ) as writer:
+        try:
+            err = open(errors_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise WriteError(f"cannot write {errors_path}: {describe_os_error(exc)}") from None
+        with err:
+            written, failed, media_seconds, skipped = _extract_into(
+                writer,
+                err,
+                errors_path,
+                usable,
+                problems,
+                fields,
+                extractors,
+                chunk_size,
+                workers,
+                engine,
+                address,
+                progress,
+                results,
+            )
     summary = ExtractionSummary(
         store=out,
         done=written,
         skipped=skipped,
-        failed=len(failed),
+        failed=failed,
         seconds=time.perf_counter() - start_time,
         media_seconds=media_seconds,
         errors_file=errors_path,
+        dropped=[name for name, _ in writer.dropped],
     )
     log.info("%s", summary)
     return summary

@@ -10,11 +10,15 @@ knows which utterances are done.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +27,14 @@ import numpy as np
 import pandas as pd
 
 from emomatch import MODALITIES, __version__
-from emomatch.errors import StoreError
-from emomatch.files import atomic_write_text
+from emomatch.errors import StoreError, WriteError
+from emomatch.files import (
+    atomic_write_text,
+    default_file_mode,
+    describe_os_error,
+    fsync_dir,
+    hold_lock,
+)
 
 FORMAT_NAME = "emomatch-feature-store"
 FORMAT_VERSION = 1
@@ -32,6 +42,8 @@ META_FILE = "store.json"
 PARTS_DIR = "parts"
 INDEX_FILE = "index.parquet"
 BASE_COLUMNS = ("id", "speaker", "label")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,14 +79,50 @@ def _length_column(modality: str) -> str:
     return f"{modality}_length"
 
 
+REPAIR_HINT = (
+    "run the same `emomatch extract` again (same manifest and --out): it drops the damaged "
+    "part(s) and extracts their utterances again; a store written by `emomatch synth` or "
+    "`emomatch balance-unlabeled` is written anew into another folder"
+)
+_PART_NAME = re.compile(r"^part-(\d+)$")
+
+
+class StoreDamagedError(StoreError):
+    """Finished parts that cannot be read or that repeat utterances of earlier parts."""
+
+
+def _finished_parts(path: Path) -> list[Path]:
+    """The store's finished parts in the order they were written (temporary ones excluded)."""
+    parts_dir = path / PARTS_DIR
+    if not parts_dir.is_dir():
+        return []
+    found = []
+    for p in parts_dir.iterdir():
+        match = _PART_NAME.match(p.name)
+        if match and p.is_dir():
+            found.append((int(match.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     meta_path = path / META_FILE
     if not meta_path.is_file():
+        parts = _finished_parts(path)
+        if parts:
+            raise StoreError(
+                f"{path}: {META_FILE} is missing, so the settings of its {len(parts)} part(s) are "
+                "unknown and they cannot be read or added to; move the folder away and extract "
+                "again into a new --out"
+            )
         raise StoreError(f"{path} is not a feature store: {META_FILE} is missing")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StoreError(f"{meta_path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise StoreError(f"{meta_path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT_NAME:
         raise StoreError(f"{meta_path}: 'format' is {meta.get('format')!r}, not {FORMAT_NAME!r}")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -82,6 +130,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"{meta_path}: format_version {meta.get('format_version')} is not supported "
             f"(this emomatch reads {FORMAT_VERSION})"
         )
+    for key, kind in (("classes", list), ("fields", list), ("modalities", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise StoreError(f"{meta_path}: field {key!r} is missing or not a {kind.__name__}")
     return meta
 
 
@@ -90,14 +141,103 @@ def _specs_from_meta(meta: Mapping[str, Any], where: Path) -> dict[str, Modality
     for name, raw in meta.get("modalities", {}).items():
         if name not in MODALITIES:
             raise StoreError(f"{where}: unknown modality {name!r}; known: {', '.join(MODALITIES)}")
-        specs[name] = ModalitySpec(**raw)
+        try:
+            specs[name] = ModalitySpec(**raw)
+        except TypeError as exc:
+            raise StoreError(f"{where}: modality {name!r} is malformed ({exc})") from None
     if not specs:
         raise StoreError(f"{where}: the store declares no modality")
     return specs
 
 
+@dataclass
+class ScannedPart:
+    path: Path
+    index: pd.DataFrame
+    arrays: dict[str, np.ndarray]
+
+
+def _scan_part(
+    part: Path, modalities: Mapping[str, ModalitySpec], fields: Sequence[str]
+) -> ScannedPart:
+    """Open one finished part (index read, arrays memory-mapped); StoreError says what is wrong."""
+    try:
+        index = pd.read_parquet(part / INDEX_FILE)
+    except FileNotFoundError:
+        raise StoreError(f"{INDEX_FILE} is missing") from None
+    except Exception as exc:  # pyarrow raises its own types for a truncated or foreign file
+        raise StoreError(f"{INDEX_FILE} cannot be read ({type(exc).__name__}: {exc})") from None
+    need = [*BASE_COLUMNS, *fields, *(_length_column(m) for m in modalities)]
+    missing = [c for c in need if c not in index.columns]
+    if missing:
+        raise StoreError(f"{INDEX_FILE} lacks column(s) {missing}")
+    if index["id"].duplicated().any():
+        raise StoreError(f"utterance id {index['id'][index['id'].duplicated()].iloc[0]!r} twice")
+    arrays = {}
+    for name, spec in modalities.items():
+        file = part / f"{name}.npy"
+        try:
+            arr = np.load(file, mmap_mode="r")
+        except FileNotFoundError:
+            raise StoreError(f"{file.name} is missing") from None
+        except (OSError, ValueError, EOFError) as exc:
+            # numpy reports a truncated array as "mmap length is greater than file size".
+            raise StoreError(f"{file.name} cannot be read, probably truncated ({exc})") from None
+        if arr.shape != (len(index), *spec.shape) or arr.dtype != np.float32:
+            raise StoreError(
+                f"{file.name} has shape {arr.shape} {arr.dtype}, expected "
+                f"{(len(index), *spec.shape)} float32"
+            )
+        arrays[name] = arr
+    return ScannedPart(part, index, arrays)
+
+
+def scan_parts(
+    path: Path, modalities: Mapping[str, ModalitySpec], fields: Sequence[str]
+) -> tuple[list[ScannedPart], list[tuple[Path, str]]]:
+    """The readable finished parts, and the damaged ones with the reason.
+
+    A part that repeats an utterance id of an earlier readable part is damaged (only two
+    unlocked writers racing on one store, before emomatch locked stores, could make one).
+    """
+    good: list[ScannedPart] = []
+    bad: list[tuple[Path, str]] = []
+    owner: dict[str, str] = {}
+    for part in _finished_parts(path):
+        try:
+            scanned = _scan_part(part, modalities, fields)
+        except StoreError as exc:
+            bad.append((part, str(exc)))
+            continue
+        ids = scanned.index["id"].astype(str).tolist()
+        repeated = next((i for i in ids if i in owner), None)
+        if repeated is not None:
+            bad.append((part, f"utterance id {repeated!r} is also in {owner[repeated]}"))
+            continue
+        owner.update(dict.fromkeys(ids, part.name))
+        good.append(scanned)
+    return good, bad
+
+
+def _damage_report(path: Path, bad: Sequence[tuple[Path, str]]) -> str:
+    shown = "; ".join(f"{p.name}: {reason}" for p, reason in bad[:3])
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    return (
+        f"{path} is damaged: {len(bad)} part(s) cannot be used: {shown}{more}. "
+        f"To repair: {REPAIR_HINT}"
+    )
+
+
 class StoreWriter:
-    """Creates a store (or reopens a compatible one) and appends parts atomically."""
+    """Creates a store (or reopens a compatible one) and appends parts atomically.
+
+    The writer holds the store's lock (:func:`emomatch.files.hold_lock`) from construction until
+    :meth:`close` (or the end of a ``with`` block, or the process): a second writer of the same
+    store, in any process, gets :class:`~emomatch.errors.LockedError`. Opening an existing store
+    drops what an interruption can leave (temporary parts) and what is damaged (unreadable parts,
+    parts repeating ids), so that the utterances of those are extracted again; ``dropped`` lists
+    them.
+    """
 
     def __init__(
         self,
@@ -111,9 +251,14 @@ class StoreWriter:
         self.classes = list(classes)
         self.modalities = dict(modalities)
         self.fields = list(fields)
+        self.dropped: list[tuple[str, str]] = []
         for name in self.modalities:
             if name not in MODALITIES:
                 raise StoreError(f"unknown modality {name!r}; known: {', '.join(MODALITIES)}")
+        if not self.modalities:
+            raise StoreError("a store needs at least one modality")
+        if len(set(self.classes)) != len(self.classes):
+            raise StoreError(f"class names repeat: {self.classes}")
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -123,30 +268,84 @@ class StoreWriter:
             "modalities": {k: asdict(v) for k, v in self.modalities.items()},
             "info": dict(info or {}),
         }
-        (self.path / PARTS_DIR).mkdir(parents=True, exist_ok=True)
-        if (self.path / META_FILE).exists():
-            old = _read_meta(self.path)
-            for key in ("classes", "fields", "modalities"):
-                if old[key] != meta[key]:
-                    raise StoreError(
-                        f"{self.path} was written with other {key} ({old[key]!r}); "
-                        f"refusing to mix in {meta[key]!r}"
-                    )
-        else:
-            atomic_write_text(self.path / META_FILE, json.dumps(meta, indent=2))
-        # A temporary part left by a crash holds nothing finished: drop it.
-        for leftover in (self.path / PARTS_DIR).glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        self._lock = ExitStack()
+        # The lock comes first: everything below (the settings check, the clean-up of temporary
+        # parts) must not race with another writer.
+        self._lock.enter_context(hold_lock(self.path, "store"))
+        try:
+            self._open(meta)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, meta: dict[str, Any]) -> None:
+        parts = self.path / PARTS_DIR
+        try:
+            if (self.path / META_FILE).exists():
+                old = _read_meta(self.path)
+                for key in ("classes", "fields", "modalities"):
+                    if old[key] != meta[key]:
+                        raise StoreError(
+                            f"{self.path} was written with other {key} ({old[key]!r}); "
+                            f"refusing to mix in {meta[key]!r}"
+                        )
+            elif _finished_parts(self.path):
+                _read_meta(self.path)  # raises: parts of unknown settings are not added to
+            else:
+                # store.json before parts/: a folder with parts always says what they hold.
+                atomic_write_text(self.path / META_FILE, json.dumps(meta, indent=2))
+            parts.mkdir(exist_ok=True)
+            # A temporary part left by a crash holds nothing finished; no other writer can be
+            # filling it, since this one holds the lock.
+            for leftover in parts.glob(".tmp-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            good, bad = scan_parts(self.path, self.modalities, self.fields)
+            for part, reason in bad:
+                log.warning(
+                    "%s: dropping damaged %s (%s); its utterances are extracted again",
+                    self.path,
+                    part.name,
+                    reason,
+                )
+                shutil.rmtree(part)
+                self.dropped.append((part.name, reason))
+            if bad:
+                fsync_dir(parts)
+        except OSError as exc:
+            raise WriteError(
+                f"cannot write the store {self.path}: {describe_os_error(exc)}"
+            ) from None
+        self._done = {str(i) for p in good for i in p.index["id"]}
+        numbers = [int(p.path.name.split("-")[1]) for p in good]
+        numbers += [int(name.split("-")[1]) for name, _ in self.dropped]
+        self._next = max(numbers) + 1 if numbers else 0
+
+    def close(self) -> None:
+        """Release the store's lock (idempotent)."""
+        self._lock.close()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        lock = self.__dict__.get("_lock")
+        if lock is not None:
+            lock.close()
 
     def done_ids(self) -> set[str]:
         """Ids already in finished parts, so a resumed writer skips them."""
-        done: set[str] = set()
-        for part in sorted((self.path / PARTS_DIR).glob("part-*")):
-            done.update(pd.read_parquet(part / INDEX_FILE, columns=["id"])["id"].tolist())
-        return done
+        return set(self._done)
 
     def write_part(self, index: pd.DataFrame, arrays: Mapping[str, np.ndarray]) -> Path:
-        """Write one part; ``index`` has id, speaker, label, the fields, ``<modality>_length``."""
+        """Write one part; ``index`` has id, speaker, label, the fields, ``<modality>_length``.
+
+        The part appears whole or not at all: its files are written and flushed to disk in a
+        temporary folder that is then renamed. A write that fails (disk full, folder gone
+        read-only) raises :class:`~emomatch.errors.WriteError` and leaves the store as it was.
+        """
         n = len(index)
         missing = [c for c in (*BASE_COLUMNS, *self.fields) if c not in index.columns]
         if missing:
@@ -154,6 +353,9 @@ class StoreWriter:
         if index["id"].duplicated().any():
             dup = index.loc[index["id"].duplicated(), "id"].iloc[0]
             raise StoreError(f"duplicate utterance id {dup!r} in one part")
+        again = set(index["id"].astype(str)) & self._done
+        if again:
+            raise StoreError(f"utterance id {sorted(again)[0]!r} is already in {self.path}")
         bad_labels = set(index["label"].dropna()) - set(self.classes)
         if bad_labels:
             raise StoreError(f"labels {sorted(bad_labels)} are not among classes {self.classes}")
@@ -176,14 +378,86 @@ class StoreWriter:
                 raise StoreError(f"{col} must lie in [0, {spec.max_len}]")
             table[col] = lengths
         parts = self.path / PARTS_DIR
-        existing = [int(p.name.split("-")[1]) for p in parts.glob("part-*")]
-        final = parts / f"part-{(max(existing) + 1 if existing else 0):05d}"
-        tmp = Path(tempfile.mkdtemp(dir=parts, prefix=".tmp-"))
-        table.to_parquet(tmp / INDEX_FILE, index=False)
-        for name in self.modalities:
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arrays[name], dtype=np.float32))
-        os.replace(tmp, final)
+        final = parts / f"part-{self._next:05d}"
+        tmp: Path | None = None
+        try:
+            tmp = Path(tempfile.mkdtemp(dir=parts, prefix=".tmp-"))
+            table.to_parquet(tmp / INDEX_FILE, index=False)
+            _fsync_file(tmp / INDEX_FILE)
+            for name in self.modalities:
+                with open(tmp / f"{name}.npy", "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(arrays[name], dtype=np.float32))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            # mkdtemp makes the folder private (0700); a store is meant to be shared.
+            os.chmod(tmp, 0o777 & ~_umask_bits())
+            fsync_dir(tmp)
+            os.rename(tmp, final)
+            tmp = None
+            fsync_dir(parts)
+        except OSError as exc:
+            raise WriteError(
+                f"cannot write a part of the store {self.path}: {describe_os_error(exc)}; "
+                "the parts already written are kept and a rerun continues from them"
+            ) from None
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._next += 1
+        self._done.update(table["id"])
         return final
+
+
+def _umask_bits() -> int:
+    return 0o666 & ~default_file_mode()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def new_store_folder(path: str | Path) -> Iterator[Path]:
+    """For writers of a whole new store (synth, balance-unlabeled): yield a hidden temporary
+    folder next to ``path`` to write the store into; when the block succeeds it is renamed to
+    ``path`` in one step, so ``path`` never holds half a store. ``path`` must not exist or be an
+    empty folder: an existing store is never overwritten or mixed into."""
+    path = Path(path)
+
+    def refuse() -> StoreError:
+        if (path / META_FILE).exists() or _finished_parts(path):
+            return StoreError(
+                f"{path} already holds a feature store; write the new one into another folder "
+                "(or delete this one first)"
+            )
+        return StoreError(f"{path} exists and is not an empty folder; choose another folder")
+
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise refuse()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    except OSError as exc:
+        raise WriteError(f"cannot create the store {path}: {describe_os_error(exc)}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask_bits())
+        try:
+            # rename(2) replaces an empty folder and fails on a non-empty one: no check-then-act
+            # race with another writer of the same path.
+            os.rename(tmp, path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise refuse() from None
+            raise WriteError(f"cannot create the store {path}: {describe_os_error(exc)}") from None
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class FeatureStore:
@@ -196,23 +470,24 @@ class FeatureStore:
         self.classes: list[str] = list(meta["classes"])
         self.fields: list[str] = list(meta["fields"])
         self.modalities = _specs_from_meta(meta, self.path / META_FILE)
-        parts = sorted((self.path / PARTS_DIR).glob("part-*"))
-        if not parts:
-            raise StoreError(f"{self.path} holds no finished part (nothing was extracted yet)")
-        self._parts = parts
+        good, bad = scan_parts(self.path, self.modalities, self.fields)
+        if bad:
+            raise StoreDamagedError(_damage_report(self.path, bad))
+        if not good:
+            raise StoreError(
+                f"{self.path} holds no finished part (nothing was extracted yet; an interrupted "
+                "`emomatch extract` continues when run again)"
+            )
+        self._parts = [p.path for p in good]
         frames = []
-        for k, part in enumerate(parts):
-            frame = pd.read_parquet(part / INDEX_FILE)
+        for k, part in enumerate(good):
+            frame = part.index
             frame["_part"] = k
             frame["_row"] = np.arange(len(frame))
             frames.append(frame)
         self._part_sizes = [len(f) for f in frames]
-        self._arrays: list[dict[str, np.ndarray]] | None = None
-        self._open_arrays()
+        self._arrays: list[dict[str, np.ndarray]] | None = [p.arrays for p in good]
         self.index = pd.concat(frames, ignore_index=True)
-        if self.index["id"].duplicated().any():
-            dup = self.index.loc[self.index["id"].duplicated(), "id"].iloc[0]
-            raise StoreError(f"{self.path}: utterance id {dup!r} appears in two parts")
 
     def _open_arrays(self) -> list[dict[str, np.ndarray]]:
         if self._arrays is None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from emomatch.errors import DataError
 from emomatch.store import FeatureStore, ModalitySpec, StoreWriter
+from emomatch.store.format import new_store_folder
 
 #: The paper's input shapes (IEMOCAP): acoustic 1582, visual 18 x 342, lexical 22 x 1024.
 PAPER_SHAPES: dict[str, tuple[int, ...]] = {
@@ -123,56 +124,61 @@ def write_synthetic_store(
         )
         for m, shape in corpus.shapes.items()
     }
-    writer = StoreWriter(
-        path,
-        classes=list(corpus.classes),
-        modalities=specs,
-        fields=["split", *(f"fold_{k}" for k in range(1, corpus.folds + 1))],
-        info={"generator": "emomatch.synthetic", "seed": corpus.seed},
-    )
-    counter = 0
-    for split, n, labeled, weights in splits:
-        for start in range(0, n, part_size):
-            size = min(part_size, n - start)
-            y = _class_draw(rng, size, k, weights)
-            factor = means[y] + rng.normal(scale=corpus.spread, size=(size, h))
-            speaker = rng.integers(0, corpus.speakers, size=size)
-            index = pd.DataFrame(
-                {
-                    "id": [f"{split}_{counter + i:06d}" for i in range(size)],
-                    "speaker": [f"spk{s:02d}" for s in speaker],
-                    "label": [corpus.classes[c] if labeled else None for c in y],
-                    "split": split,
-                }
-            )
-            counter += size
-            for k in range(1, corpus.folds + 1):
-                session, second = speaker // 2, speaker % 2
-                role = np.where(second == 0, "validation", "test")
-                fold = np.where(session == k - 1, role, "train")
-                index[f"fold_{k}"] = fold if labeled else "unlabeled"
-            arrays = {}
-            for m, shape in corpus.shapes.items():
-                seen = factor.copy()
-                wrong = rng.random(size) < corpus.uninformative.get(m, 0.0)
-                seen[wrong] = means[rng.integers(0, k, size=wrong.sum())] + rng.normal(
-                    scale=corpus.spread, size=(int(wrong.sum()), h)
+    # Written into a temporary folder renamed into place at the end: `path` never holds half a
+    # synthetic store, and an existing store there is refused rather than mixed into.
+    with (
+        new_store_folder(path) as tmp,
+        StoreWriter(
+            tmp,
+            classes=list(corpus.classes),
+            modalities=specs,
+            fields=["split", *(f"fold_{k}" for k in range(1, corpus.folds + 1))],
+            info={"generator": "emomatch.synthetic", "seed": corpus.seed},
+        ) as writer,
+    ):
+        counter = 0
+        for split, n, labeled, weights in splits:
+            for start in range(0, n, part_size):
+                size = min(part_size, n - start)
+                y = _class_draw(rng, size, k, weights)
+                factor = means[y] + rng.normal(scale=corpus.spread, size=(size, h))
+                speaker = rng.integers(0, corpus.speakers, size=size)
+                index = pd.DataFrame(
+                    {
+                        "id": [f"{split}_{counter + i:06d}" for i in range(size)],
+                        "speaker": [f"spk{s:02d}" for s in speaker],
+                        "label": [corpus.classes[c] if labeled else None for c in y],
+                        "split": split,
+                    }
                 )
-                signal = seen @ projections[m] + speaker_offsets[m][speaker]
-                noise = corpus.noise.get(m, 1.0)
-                if len(shape) == 1:
-                    x = signal + rng.normal(scale=noise, size=(size, shape[0]))
-                    lengths = np.ones(size, dtype=np.int32)
-                else:
-                    t, d = shape
-                    x = signal[:, None, :] * profiles[m][None, :, None]
-                    x = x + rng.normal(scale=noise, size=(size, t, d))
-                    lengths = rng.integers(max(1, t // 2), t + 1, size=size).astype(np.int32)
-                    x[np.arange(t)[None, :] >= lengths[:, None]] = 0.0
-                gone = rng.random(size) < corpus.missing.get(m, 0.0)
-                x[gone] = 0.0
-                lengths[gone] = 0
-                arrays[m] = x.astype(np.float32)
-                index[f"{m}_length"] = lengths
-            writer.write_part(index, arrays)
+                counter += size
+                for k in range(1, corpus.folds + 1):
+                    session, second = speaker // 2, speaker % 2
+                    role = np.where(second == 0, "validation", "test")
+                    fold = np.where(session == k - 1, role, "train")
+                    index[f"fold_{k}"] = fold if labeled else "unlabeled"
+                arrays = {}
+                for m, shape in corpus.shapes.items():
+                    seen = factor.copy()
+                    wrong = rng.random(size) < corpus.uninformative.get(m, 0.0)
+                    seen[wrong] = means[rng.integers(0, k, size=wrong.sum())] + rng.normal(
+                        scale=corpus.spread, size=(int(wrong.sum()), h)
+                    )
+                    signal = seen @ projections[m] + speaker_offsets[m][speaker]
+                    noise = corpus.noise.get(m, 1.0)
+                    if len(shape) == 1:
+                        x = signal + rng.normal(scale=noise, size=(size, shape[0]))
+                        lengths = np.ones(size, dtype=np.int32)
+                    else:
+                        t, d = shape
+                        x = signal[:, None, :] * profiles[m][None, :, None]
+                        x = x + rng.normal(scale=noise, size=(size, t, d))
+                        lengths = rng.integers(max(1, t // 2), t + 1, size=size).astype(np.int32)
+                        x[np.arange(t)[None, :] >= lengths[:, None]] = 0.0
+                    gone = rng.random(size) < corpus.missing.get(m, 0.0)
+                    x[gone] = 0.0
+                    lengths[gone] = 0
+                    arrays[m] = x.astype(np.float32)
+                    index[f"{m}_length"] = lengths
+                writer.write_part(index, arrays)
     return FeatureStore(path)
