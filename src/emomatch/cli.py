@@ -471,15 +471,19 @@ def synth(
 
 @app.command()
 def info(store: Annotated[Path, typer.Argument(help="feature store folder")]) -> None:
-    """Summarize a feature store: modalities, shapes, extractors, split and label counts."""
+    """Summarize a feature store: modalities, shapes, extractors, split and label counts; a
+    damaged store is reported with what to do."""
+    from emomatch.files import lock_holder
     from emomatch.store import FeatureStore
 
+    writer = lock_holder(store)
+    busy = f" (being written now by pid {writer}: counts may still grow)" if writer else ""
     try:
         fs = FeatureStore(store)
     except EmomatchError as exc:
-        _fail(exc)
+        _fail(type(exc)(f"{exc}{busy}"))
         return
-    typer.echo(f"{fs.path}: {len(fs)} utterances, classes {fs.classes}")
+    typer.echo(f"{fs.path}: {len(fs)} utterances, classes {fs.classes}{busy}")
     for m, spec in fs.modalities.items():
         present = int(fs.present(m, fs.index.index.to_numpy()).sum())
         typer.echo(f"  {m}: {spec.kind} {list(spec.shape)}, present in {present}, {spec.extractor}")
