@@ -61,10 +61,14 @@ class ModelConfig(_Strict):
     transformer_layers: int = Field(2, ge=1)
     feedforward_dim: int = Field(2048, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    #: pre-norm Transformer blocks (LayerNorm before attention/feed-forward); False = post-norm.
-    #: Post-norm blocks at Adam 1e-3 without warm-up barely trained on real MELD text, so the
-    #: corpus recipes turn this on; see docs/method.md for why it is not yet the default.
-    norm_first: bool = False
+    #: pre-norm Transformer blocks (LayerNorm before attention/feed-forward) with a final
+    #: LayerNorm after the stack; False = post-norm. Post-norm blocks at Adam 1e-3 without
+    #: warm-up barely trained on real MELD text (docs/method.md).
+    norm_first: bool = True
+    #: position code added to the input of the sequence encoders' and decoders' Transformers:
+    #: ``sinusoidal`` (Vaswani et al.), ``learned`` (one vector per position) or ``none``
+    #: (self-attention then cannot see frame or word order)
+    positional: Literal["sinusoidal", "learned", "none"] = "sinusoidal"
     classifier_hidden: list[int] = Field(default_factory=lambda: [128])
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -52,7 +54,7 @@ class AcousticDAE(nn.Module):
 
 def _transformer(
     width: int, heads: int, layers: int, ffn: int, dropout: float, norm_first: bool
-) -> nn.Module:
+) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(
         d_model=width,
         nhead=heads,
@@ -61,7 +63,60 @@ def _transformer(
         batch_first=True,
         norm_first=norm_first,
     )
-    return nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
+    # A pre-norm stack adds every block's output to an un-normalised residual stream, so its
+    # output grows with depth: a final LayerNorm closes it, as in pre-norm Transformers since
+    # Xiong et al. (2020). A post-norm stack already ends in a LayerNorm.
+    final = nn.LayerNorm(width) if norm_first else None
+    return nn.TransformerEncoder(layer, num_layers=layers, norm=final, enable_nested_tensor=False)
+
+
+PositionalKind = Literal["sinusoidal", "learned", "none"]
+
+
+def sinusoidal_table(max_len: int, dim: int) -> torch.Tensor:
+    """Vaswani et al. (2017): PE[t, 2i] = sin(t / 10000^(2i/dim)), PE[t, 2i+1] = cos(same)."""
+    position = torch.arange(max_len, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(max_len, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    # An odd width has one more sine column than cosine columns.
+    table[:, 1::2] = torch.cos(position * freq)[:, : dim // 2]
+    return table
+
+
+class PositionalEncoding(nn.Module):
+    """Adds a position code to a (batch, time, dim) sequence before self-attention, which is
+    otherwise blind to order (it is permutation-equivariant).
+
+    Not scaled: the inputs are z-normalised (variance 1 per dimension) and a sinusoid has
+    variance 1/2, so code and content have comparable norms, the same ratio Vaswani et al. get
+    by multiplying their embeddings (initialised with variance 1/dim) by sqrt(dim). Scaling the
+    code up would drown the features, scaling it down would hide the order.
+    """
+
+    def __init__(self, kind: PositionalKind, max_len: int, dim: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.table: torch.Tensor | None
+        if kind == "sinusoidal":
+            # Not persistent: a function of the shape, so checkpoints need not carry it.
+            self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+        elif kind == "learned":
+            # BERT's initialisation: the code starts small against unit-variance features and
+            # grows as far as training finds it useful.
+            self.table = nn.Parameter(torch.empty(max_len, dim))
+            nn.init.trunc_normal_(self.table, std=0.02)
+        elif kind == "none":
+            self.table = None
+        else:
+            raise ConfigError(
+                f"unknown positional encoding {kind!r}; known: sinusoidal, learned, none"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.table is None:
+            return x
+        return x + self.table[: x.shape[1]].to(x.dtype)
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -77,7 +132,9 @@ class SequenceDAE(nn.Module):
     Encoder: Transformer over the valid frames, its T x D output seen as a 1-channel image,
     strided convolutions, flatten, linear layers to the latent. Decoder: linear layers, reshape,
     the mirrored transposed convolutions (cropped/padded to T x D where strides do not land
-    exactly), Transformer blocks and a linear output projection. The decoder is
+    exactly), Transformer blocks and a linear output projection. Both Transformers see their
+    input plus a position code (``positional``); pre-norm blocks (``norm_first``) end in a
+    final LayerNorm. The decoder is
     non-autoregressive; its target is the input reversed in time (see losses).
     """
 
@@ -92,11 +149,13 @@ class SequenceDAE(nn.Module):
         layers: int,
         feedforward: int,
         dropout: float,
-        norm_first: bool = False,
+        norm_first: bool = True,
+        positional: PositionalKind = "sinusoidal",
     ) -> None:
         super().__init__()
         self.max_len, self.dim = max_len, dim
         self.heads = heads_for(dim, heads)
+        self.encoder_positions = PositionalEncoding(positional, max_len, dim)
         self.encoder_transformer = _transformer(
             dim, self.heads, layers, feedforward, dropout, norm_first
         )
@@ -126,16 +185,21 @@ class SequenceDAE(nn.Module):
             if i > 0:
                 up.append(nn.ReLU())
         self.up = nn.Sequential(*up)
+        self.decoder_positions = PositionalEncoding(positional, max_len, dim)
         self.decoder_transformer = _transformer(
             dim, self.heads, layers, feedforward, dropout, norm_first
         )
         self.output = nn.Linear(dim, dim)
 
+    def contextualize(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder Transformer over position-coded frames (``pad``: True at padding)."""
+        return self.encoder_transformer(self.encoder_positions(x), src_key_padding_mask=pad)
+
     def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:
             lengths = torch.full((x.shape[0],), self.max_len, device=x.device)
         pad = padding_mask(lengths, self.max_len)
-        h = self.encoder_transformer(x, src_key_padding_mask=pad)
+        h = self.contextualize(x, pad)
         # Zero the padded positions so the convolutions never see what padding held.
         h = h.masked_fill(pad[:, :, None], 0.0)
         # channels_last lets oneDNN run these 1-channel-in, many-channel-out convolutions
@@ -151,5 +215,5 @@ class SequenceDAE(nn.Module):
         if t < self.max_len or d < self.dim:
             h = nn.functional.pad(h, (0, max(0, self.dim - d), 0, max(0, self.max_len - t)))
         pad = None if lengths is None else padding_mask(lengths, self.max_len)
-        h = self.decoder_transformer(h, src_key_padding_mask=pad)
+        h = self.decoder_transformer(self.decoder_positions(h), src_key_padding_mask=pad)
         return self.output(h)

@@ -65,6 +65,7 @@ class EmotionModel(nn.Module):
                     feedforward=cfg.feedforward_dim,
                     dropout=cfg.dropout,
                     norm_first=cfg.norm_first,
+                    positional=cfg.positional,
                 )
         self.classifier = mlp(
             [cfg.latent_dim * len(self.modalities), *cfg.classifier_hidden, num_classes]
