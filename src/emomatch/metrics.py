@@ -14,8 +14,19 @@ METRIC_KEYS = ("wap", "ua", "wa", "weighted_f1", "macro_f1")
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
 ) -> dict[str, Any]:
-    """WAP = support-weighted precision; UA = mean per-class recall (over classes present in
-    ``y_true``); WA = accuracy; weighted/macro F1; confusion (rows: true, columns: predicted)."""
+    """WAP = support-weighted precision; UA = mean per-class recall over the classes present in
+    ``y_true``; WA = accuracy; weighted F1; macro F1 over all ``num_classes`` classes; confusion
+    (rows: true, columns: predicted).
+
+    The two means differ on purpose where a class is absent from the ground truth (a small
+    validation speaker, a fold): such a class has no recall (0/0), so UA averages over the
+    classes present, as the emotion-recognition literature does. Its F1 is well defined, 0 when
+    the model predicts it anyway (every such prediction is a false positive), so macro F1 counts
+    it, as scikit-learn's ``f1_score(average="macro", labels=range(K))`` does: a model that
+    predicts a class nobody said is penalised instead of hidden. An absent class that is never
+    predicted counts 0 too (scikit-learn's ``zero_division=0``), so on a split without some
+    class macro F1 is at most (classes present) / K: compare it only on the same split.
+    """
     labels = np.arange(num_classes)
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
@@ -27,7 +38,7 @@ def classification_metrics(
     )
     present = support > 0
     _, _, mf1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels[present], average="macro", zero_division=0
+        y_true, y_pred, labels=labels, average="macro", zero_division=0
     )
     normalized = np.divide(
         cm, support[:, None], out=np.zeros(cm.shape, dtype=float), where=support[:, None] > 0
