@@ -7,6 +7,7 @@ import torch
 from emomatch.model.matching import (
     GaussianKernel,
     derangement,
+    make_kernel,
     matching_pairs,
     matching_terms,
     median_sigma,
@@ -86,9 +87,49 @@ def test_median_heuristic_has_no_gradient_and_is_the_median_distance() -> None:
     assert float(sigma) == pytest.approx(math.sqrt(12.5))
 
 
-def test_multi_bandwidth_kernel_sums() -> None:
+def test_multi_bandwidth_kernel_is_the_mean_over_scales() -> None:
     x, y = torch.zeros(1, 2), torch.ones(1, 2)
     kern = GaussianKernel((1.0, 2.0))
-    expected = math.exp(-2 / 2) + math.exp(-2 / 8)
+    expected = (math.exp(-2 / 2) + math.exp(-2 / 8)) / 2
     assert float(kern.gram(x, y)[0, 0]) == pytest.approx(expected)
     assert float(kern.pointwise(x, y)[0]) == pytest.approx(expected)
+
+
+def test_multi_kernel_is_one_on_identical_points_and_bounded_like_one_kernel() -> None:
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(32, 6, generator=g, dtype=torch.float64)
+    multi = make_kernel(p, p, "multi", 1.0, [0.25, 0.5, 1.0, 2.0, 4.0])
+    assert len(torch.as_tensor(multi.sigmas)) == 5
+    gram = multi.gram(p, p)
+    torch.testing.assert_close(gram.diagonal(), torch.ones(32, dtype=torch.float64))
+    assert float(gram.max()) <= 1.0 + 1e-12 and float(gram.min()) > 0.0
+    torch.testing.assert_close(multi.pointwise(p, p), torch.ones(32, dtype=torch.float64))
+    # The pairwise measure lies in [0, 2] for one kernel and for several: identical partners
+    # give 0; partners far apart approach 2 (5x that when the scales were summed).
+    assert float(pairwise_rkhs(p, p, multi)) == pytest.approx(0.0, abs=1e-12)
+    far = p + 1e3
+    wide = make_kernel(p, far, "multi", 1.0, [0.25, 0.5, 1.0, 2.0, 4.0])
+    single = make_kernel(p, far, "median", 1.0, [1.0])
+    for kern in (wide, single):
+        value = float(pairwise_rkhs(p, far, kern))
+        assert 0.0 <= value <= 2.0 + 1e-12
+    # Far beyond every bandwidth the kernel vanishes at the widest scale too.
+    far_fixed = GaussianKernel((0.25, 0.5, 1.0, 2.0, 4.0))
+    assert float(pairwise_rkhs(p, p + 1e3, far_fixed)) == pytest.approx(2.0)
+
+
+def test_multi_matching_term_has_the_scale_of_one_kernel() -> None:
+    # With all scales equal, the multi kernel is exactly the single median kernel: same terms.
+    torch.manual_seed(0)
+    z = torch.randn(16, 4)
+    latents = {"acoustic": z, "visual": z + 0.3 * torch.randn(16, 4)}
+    pairs = [("acoustic", "visual")]
+    one = matching_terms(latents, pairs, "pairwise", "median", generator=gen(1))
+    five = matching_terms(latents, pairs, "pairwise", "multi", scales=[1.0] * 5, generator=gen(1))
+    for a, b in zip(one, five, strict=True):
+        assert float(a) == pytest.approx(float(b), rel=1e-6)
+        assert abs(float(a)) > 1e-3
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

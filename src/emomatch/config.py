@@ -84,7 +84,7 @@ class LossConfig(_Strict):
     measure: str = "pairwise"
     bandwidth: Literal["median", "fixed", "multi"] = "median"
     sigma: float = Field(1.0, gt=0.0)
-    #: multipliers of the median bandwidth summed over in ``multi`` mode
+    #: multipliers of the median bandwidth whose kernels ``multi`` mode averages
     sigma_scales: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     #: ``paper``: (A,V) and (A,L) with three modalities, the one pair with two; ``all``: all pairs
     pairs: Literal["paper", "all"] = "paper"

@@ -28,23 +28,27 @@ MEASURES: Registry[Measure] = Registry("matching measure")
 
 @dataclass(frozen=True)
 class GaussianKernel:
-    """k(x, y) = sum_s exp(-||x - y||^2 / (2 sigma_s^2)) over one or several bandwidths."""
+    """k(x, y) = mean_s exp(-||x - y||^2 / (2 sigma_s^2)) over one or several bandwidths.
+
+    The mean, not the sum: k(x, x) = 1 and 0 < k <= 1 whatever the number of bandwidths, so the
+    matching weight beta means the same for ``multi`` as for one kernel (a sum over five scales
+    made the matching term up to 5x larger at the same beta).
+    """
 
     sigmas: tuple[float, ...] | torch.Tensor
 
     def gram(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         d2 = squared_distances(x, y)
         sig = torch.as_tensor(self.sigmas, dtype=d2.dtype, device=d2.device).reshape(-1, 1, 1)
-        return torch.exp(-d2[None] / (2 * sig**2)).sum(0)
+        return torch.exp(-d2[None] / (2 * sig**2)).mean(0)
 
     def pointwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         d2 = (x - y).pow(2).sum(-1)
         sig = torch.as_tensor(self.sigmas, dtype=d2.dtype, device=d2.device).reshape(-1, 1)
-        return torch.exp(-d2[None] / (2 * sig**2)).sum(0)
+        return torch.exp(-d2[None] / (2 * sig**2)).mean(0)
 
-    @property
-    def self_similarity(self) -> float:
-        return float(len(torch.as_tensor(self.sigmas).reshape(-1)))
+    #: k(x, x): every scale gives exp(0) = 1 and the scales are averaged
+    self_similarity = 1.0
 
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
