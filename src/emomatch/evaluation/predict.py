@@ -19,7 +19,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Emo
     path = Path(path)
     if not path.is_file():
         raise EmomatchError(f"checkpoint {path} does not exist")
-    module = EmoMatchModule.load_from_checkpoint(path, map_location=device)
+    try:
+        module = EmoMatchModule.load_from_checkpoint(path, map_location=device)
+    except Exception as exc:  # torch/pickle/zip/Lightning errors: all mean "not a checkpoint"
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EmomatchError(
+            f"{path} is not a readable emomatch checkpoint ({type(exc).__name__}: {detail}); "
+            "give the run folder written by `emomatch train`"
+        ) from None
     module.eval()
     return module
 

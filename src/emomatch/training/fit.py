@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +11,13 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 
 from emomatch.config import ExperimentConfig
-from emomatch.errors import EmomatchError
+from emomatch.errors import ConfigError, EmomatchError
+from emomatch.files import atomic_write_text, hold_lock
 from emomatch.runtime import keep_freed_memory
 from emomatch.training.module import EmoMatchModule
+from emomatch.training.persist import LAST, EpochHistory, EveryEpochCheckpoint, checkpoint_epoch
 from emomatch.training.prepare import prepare_training_data
 
 log = logging.getLogger(__name__)
@@ -30,13 +29,6 @@ RESUMABLE_CHANGES = {("train", "max_epochs"), ("train", "progress_bar"), ("train
 
 class RunExistsError(EmomatchError):
     pass
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: tuple[str, ...] = ()) -> list:
@@ -61,6 +53,18 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
+def check_accelerator(cfg: ExperimentConfig) -> None:
+    """An accelerator this machine lacks is a config error, said before anything is written."""
+    asked = str(cfg.train.accelerator).lower()
+    if asked in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.accelerator={cfg.train.accelerator!r} but this machine has no usable CUDA "
+            "GPU (torch.cuda.is_available() is False); use train.accelerator=cpu or auto"
+        )
+    if asked == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.accelerator='mps' but MPS is not available on this machine")
+
+
 def fit(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -70,12 +74,12 @@ def fit(
     """Train and return the best checkpoint (selected on the validation metric).
 
     ``resume`` continues from ``last.ckpt`` of the same run folder; the config must be the same
-    but for the epoch budget and display settings.
+    but for the epoch budget and display settings. The run folder is locked while it trains.
     """
     run_dir = Path(run_dir)
-    keep_freed_memory()
+    check_accelerator(cfg)
     ckdir = checkpoint_dir(run_dir)
-    last = ckdir / "last.ckpt"
+    last = ckdir / LAST
     saved = run_dir / CONFIG_FILE
     config_dict = cfg.model_dump(mode="json")
     if resume:
@@ -90,13 +94,40 @@ def fit(
         raise RunExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(saved, cfg.to_yaml())
-
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    # Everything that can be checked is checked before the run folder gets its first file.
     data = prepare_training_data(cfg)
+    resumed_epoch = checkpoint_epoch(last) if resume else None
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with hold_lock(run_dir, "run folder"):
+            return _fit_locked(cfg, run_dir, data, resumed_epoch, callbacks)
+    except BaseException:
+        # A run that failed before its first checkpoint leaves no folder behind to trip over.
+        if created and not (ckdir / LAST).is_file():
+            _remove_fresh_run(run_dir)
+        raise
+
+
+def _remove_fresh_run(run_dir: Path) -> None:
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _fit_locked(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    data: Any,
+    resumed_epoch: int | None,
+    callbacks: Sequence[Callback],
+) -> Path:
+    keep_freed_memory()
+    ckdir = checkpoint_dir(run_dir)
+    last = ckdir / LAST
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = EmoMatchModule(
-        config=config_dict,
+        config=cfg.model_dump(mode="json"),
         shapes={m: list(s) for m, s in data.shapes.items()},
         classes=data.classes,
         class_weights=data.class_weights() if cfg.loss.class_weights else None,
@@ -110,25 +141,31 @@ def fit(
         monitor=f"val/{metric}",
         mode="max",
         save_top_k=1,
-        save_last=True,
+        save_last=False,
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
-    trainer = pl.Trainer(
-        max_epochs=cfg.train.max_epochs,
-        accelerator=cfg.train.accelerator,
-        devices=cfg.train.devices,
-        precision=precision_for(cfg),  # type: ignore[arg-type]
-        callbacks=[selector, *callbacks],
-        logger=CSVLogger(run_dir, name="", version="logs"),
-        enable_progress_bar=cfg.train.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=cfg.train.deterministic,
-        use_distributed_sampler=False,
-        log_every_n_steps=1,
-    )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    try:
+        trainer = pl.Trainer(
+            max_epochs=cfg.train.max_epochs,
+            accelerator=cfg.train.accelerator,
+            devices=cfg.train.devices,
+            precision=precision_for(cfg),  # type: ignore[arg-type]
+            callbacks=[selector, EveryEpochCheckpoint(ckdir), *callbacks],
+            logger=EpochHistory(run_dir / "logs", keep_through=resumed_epoch),
+            enable_progress_bar=cfg.train.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            deterministic=cfg.train.deterministic,
+            use_distributed_sampler=False,
+            log_every_n_steps=1,
+        )
+    except (ValueError, RuntimeError, TypeError) as exc:
+        # Lightning's MisconfigurationException is a ValueError/RuntimeError subclass.
+        raise ConfigError(f"train settings refused by the trainer: {exc}") from None
+    atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
+    resume_from = str(last) if resumed_epoch is not None else None
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
     best = ckdir / "best.ckpt"
     if not best.is_file():
         raise EmomatchError(f"training ended without a best checkpoint in {ckdir}")

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from emomatch.config import ExperimentConfig
@@ -50,12 +51,17 @@ class TrainingData:
             seed=cfg.seed,
         )
         workers = cfg.train.num_workers
+        # Each loader gets a generator of its own: creating an iterator draws a base seed from
+        # the loader's generator, or from the global one when it has none, and the global one
+        # drives dropout. A resumed run creates its first iterator at another moment than an
+        # uninterrupted run, so a global draw there shifted every later dropout mask.
         train = DataLoader(
             FeatureBatches(self.train, mods, self.unlabeled),
             sampler=sampler,
             batch_size=None,
             num_workers=workers,
             persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
         val = DataLoader(
             FeatureBatches(self.validation, mods),
@@ -63,6 +69,7 @@ class TrainingData:
             batch_size=None,
             num_workers=workers,
             persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
         return train, val
 
@@ -90,6 +97,10 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
     check_finite(validation, mods)
     if unlabeled is not None:
         check_finite(unlabeled, mods)
+    # The test split is scored only after training, but a NaN in it must not surface after
+    # hours of work: its features (never its labels) are checked for finiteness now.
+    test = select_split(store, d.split_field, d.test_split, mods, True, d.missing)
+    check_finite(test, mods)
     log.info(
         "train %d, validation %d, unlabeled %d utterances (%s)",
         len(train),

@@ -1,0 +1,132 @@
+"""What a run leaves on disk while it trains: the every-epoch checkpoint and the epoch history.
+
+Both are written so that a run killed at any moment (SIGKILL included) can be resumed without
+redoing a finished epoch and without losing a row of its history.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+from emomatch.errors import EmomatchError
+from emomatch.files import atomic_write_text
+
+LAST = "last.ckpt"
+#: a small sidecar saying which epoch ``last.ckpt`` ends, readable without torch
+LAST_INFO = "last.json"
+
+
+class EveryEpochCheckpoint(Checkpoint):
+    """``last.ckpt`` after every validated epoch, written to a temporary file and renamed.
+
+    Lightning's ``save_last`` writes only when a monitored checkpoint is saved (when the
+    validation score improves), so a crash after a run of non-improving epochs redid all of
+    them. Being a ``Checkpoint`` subclass, Lightning runs it after the selecting
+    ``ModelCheckpoint`` (given before it), so the saved callback state holds this epoch's best.
+    """
+
+    def __init__(self, dirpath: Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        final = self.dirpath / LAST
+        tmp = self.dirpath / f".{LAST}.tmp"
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            info = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+            atomic_write_text(self.dirpath / LAST_INFO, json.dumps(info) + "\n")
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a checkpoint ends; a damaged file is one clear error, not a zip traceback."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        return int(saved["epoch"])
+    except Exception as exc:  # torch raises RuntimeError, EOFError, pickle errors, KeyError ...
+        raise EmomatchError(
+            f"cannot resume from {path}: the file is damaged or not an emomatch checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+            "delete the run folder to start again"
+        ) from None
+
+
+class EpochHistory(Logger):
+    """``logs/metrics.csv``: one row per logging call (Lightning logs train and validation
+    epoch values separately), the whole file rewritten atomically at every save.
+
+    Lightning's CSV logger deletes the previous file when a run resumes and buffers up to 100
+    rows in memory, so a resumed run lost its history and a killed one its last epochs. Here a
+    resumed run keeps the rows of the epochs its checkpoint finished (``keep_through``) and
+    redoes only the rest.
+    """
+
+    FILE = "metrics.csv"
+
+    def __init__(self, log_dir: Path, keep_through: int | None = None) -> None:
+        super().__init__()
+        self.history_dir = Path(log_dir)
+        self.rows: list[dict[str, Any]] = []
+        path = self.history_dir / self.FILE
+        if keep_through is not None and path.is_file():
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    epoch = row.get("epoch")
+                    if epoch not in (None, "") and int(float(epoch)) <= keep_through:
+                        self.rows.append({k: v for k, v in row.items() if v != ""})
+
+    @property
+    def name(self) -> str:
+        return "logs"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.history_dir)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kw: Any) -> None:
+        return None  # the run folder's config.yaml holds them
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
+        if "epoch" in row:
+            row["epoch"] = int(row["epoch"])
+        row["step"] = step
+        self.rows.append(row)
+
+    @rank_zero_only
+    def save(self) -> None:
+        if not self.rows:
+            return
+        keys = sorted({k for row in self.rows for k in row} - {"epoch", "step"})
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["epoch", "step", *keys], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        self.history_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.history_dir / self.FILE, out.getvalue())
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()

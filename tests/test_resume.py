@@ -1,0 +1,136 @@
+"""Exact resume: an interrupted run, resumed, repeats the uninterrupted one bit for bit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pytorch_lightning.callbacks import Callback
+
+from emomatch.runs import train_and_report
+from tests.conftest import make_config
+
+EPOCHS = 5
+FINAL_KEYS = ("wap", "ua", "wa", "weighted_f1", "macro_f1", "confusion", "best_epoch")
+
+
+def history(run: Path) -> dict[int, dict[str, str]]:
+    """Per-epoch rows of logs/metrics.csv, train and validation rows merged by epoch."""
+    out: dict[int, dict[str, str]] = {}
+    with open(run / "logs" / "metrics.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            epoch = int(row["epoch"])
+            for key, value in row.items():
+                if value not in ("", None) and key not in ("step",):
+                    out.setdefault(epoch, {})[key] = value
+    return out
+
+
+def losses(run: Path) -> list[str]:
+    rows = history(run)
+    return [rows[e]["train/loss"] for e in sorted(rows)]
+
+
+def config(store: Path, norm_first: bool, epochs: int = EPOCHS):
+    return make_config(
+        store,
+        model={"norm_first": norm_first, "dropout": 0.2},
+        train={"max_epochs": epochs},
+    )
+
+
+class CrashMidEpoch(Callback):
+    """Raises in the middle of an epoch (after some steps), like a crash or Ctrl-C."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_store, tmp_path_factory) -> dict[bool, tuple[dict, Path]]:
+    out = {}
+    for norm_first in (False, True):
+        run = tmp_path_factory.mktemp("straight") / f"norm_first_{norm_first}"
+        out[norm_first] = (train_and_report(config(tiny_store, norm_first), run), run)
+    return out
+
+
+def assert_same_run(resumed: dict, run: Path, reference: tuple[dict, Path]) -> None:
+    expected, expected_run = reference
+    assert losses(run) == losses(expected_run)
+    assert len(losses(run)) == EPOCHS  # resuming kept every epoch's row
+    assert history(run) == history(expected_run)
+    for key in FINAL_KEYS:
+        assert resumed[key] == expected[key], key
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+def test_resume_after_a_crash_mid_epoch_repeats_the_run(
+    tiny_store, tmp_path, straight, norm_first
+) -> None:
+    expected, _ = straight[norm_first]
+    # The test is only worth something if selection did not stop at the first epoch.
+    assert expected["best_epoch"] > 0
+    cfg = config(tiny_store, norm_first)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_and_report(cfg, run, callbacks=[CrashMidEpoch(epoch=2, batch=3)])
+    assert not (run / "metrics.json").exists()
+    resumed = train_and_report(cfg, run, resume=True)
+    assert_same_run(resumed, run, straight[norm_first])
+
+
+def test_resume_after_a_clean_stop_at_an_epoch_boundary(tiny_store, tmp_path, straight) -> None:
+    run = tmp_path / "run"
+    train_and_report(config(tiny_store, True, epochs=2), run)
+    resumed = train_and_report(config(tiny_store, True), run, resume=True)
+    assert_same_run(resumed, run, straight[True])
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pytorch_lightning.callbacks import Callback
+from emomatch.config import load_config
+from emomatch.runs import train_and_report
+
+class Kill(Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 3 and batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train_and_report(load_config(sys.argv[1]), sys.argv[2], callbacks=[Kill()])
+"""
+
+
+def test_resume_after_sigkill_mid_epoch_repeats_the_run(tiny_store, tmp_path, straight) -> None:
+    cfg = config(tiny_store, True)
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(path), str(run)], env=env, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    # Killed inside epoch 3: epochs 0-2 are finished and checkpointed, nothing was finalized.
+    assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 2
+    resumed = train_and_report(cfg, run, resume=True)
+    assert_same_run(resumed, run, straight[True])
+
+
+def test_last_checkpoint_is_written_every_epoch(tiny_store, tmp_path) -> None:
+    """Even when validation does not improve: a crash never redoes finished epochs."""
+    cfg = make_config(tiny_store, train={"max_epochs": 3, "lr": 1e-9})
+    run = tmp_path / "run"
+    train_and_report(cfg, run)
+    assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 2
