@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from emomatch.config import ExperimentConfig, config_from_dict
 from emomatch.synthetic import SyntheticCorpus, write_synthetic_store
+
+# Property-based tests (tests/test_properties_*.py): a few dozen examples each in `make test`;
+# HYPOTHESIS_PROFILE=long runs thousands (see docs/reliability.md). No deadline: the machine
+# running the suite may be busy, and a slow example is not a failure.
+for _name, _examples in (("quick", 40), ("long", 2000)):
+    settings.register_profile(
+        _name,
+        max_examples=_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 TINY_SHAPES = {"acoustic": (24,), "visual": (6, 12), "lexical": (5, 16)}
 TINY_MODEL = {

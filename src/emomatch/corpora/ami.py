@@ -237,7 +237,8 @@ def read_meetings(path: Path) -> tuple[dict[str, dict[str, Participant]], dict[s
     meetings.xml gives them)."""
     try:
         tree = ET.parse(path)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError) as exc:
+        # LookupError: an XML declaration naming an encoding Python does not know
         raise DataError(f"{path}: malformed XML ({exc}); AMI needs it for channels") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
@@ -269,20 +270,25 @@ def read_meetings(path: Path) -> tuple[dict[str, dict[str, Participant]], dict[s
     return meetings, durations
 
 
+#: word times past this (116 days) are damage, not a meeting; they would overflow window ids
+MAX_SECONDS = 1e7
+
+
 def _time(element: ET.Element, name: str) -> float | None:
     try:
         value = float(element.get(name, ""))
     except ValueError:
         return None
-    return value if math.isfinite(value) else None
+    return value if 0.0 <= value <= MAX_SECONDS else None
 
 
 def read_words(path: Path, meeting: str, agent: str) -> tuple[Transcript, Counter[str]]:
     """Timed words of one words.xml file; the counter says what was left out and why.
 
     Only ``<w>`` elements count: punctuation (``punc="true"``), words without both times and
-    every other element (vocalsound, disfmarker, gap, ...) are left out. Raises
-    :class:`ET.ParseError` or :class:`OSError` for a file that cannot be read."""
+    every other element (vocalsound, disfmarker, gap, ...) are left out; so are times that are
+    negative or past :data:`MAX_SECONDS`. Raises :class:`ET.ParseError`, :class:`LookupError`
+    (an unknown encoding declared) or :class:`OSError` for a file that cannot be read."""
     root = ET.parse(path).getroot()
     starts: list[float] = []
     ends: list[float] = []
@@ -460,7 +466,7 @@ def prepare_ami(root: Path, out: Path, **options: Any) -> PreparedCorpus:
             continue
         try:
             transcript, left_out = read_words(path, meeting, agent)
-        except ET.ParseError as exc:
+        except (ET.ParseError, LookupError) as exc:
             problems.append(f"{rel}: malformed XML ({exc}); its words are skipped")
             continue
         except OSError as exc:

@@ -13,7 +13,7 @@ so, else ``train`` when labeled and ``unlabeled`` when not.
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from emomatch.corpora.base import (
     media_path,
 )
 from emomatch.corpora.manifest import MANIFEST_COLUMNS, write_manifest
+from emomatch.corpora.textfile import not_utf8, read_csv_table, summarize
 from emomatch.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
@@ -34,27 +35,54 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus")
 
 
 def _read_transcripts(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """id -> row of the transcript CSV, and one problem line per row skipped.
+
+    A file that cannot be read as a whole (not UTF-8, a broken quote, no ``id``/``text``
+    column) is an error naming the file and line; a bad row (empty or repeated id, wrong
+    number of fields, a start/end that is not a number) is skipped and reported with its line."""
     if not path.is_file():
         raise DataError(f"transcript file {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        for needed in ("id", "text"):
-            if needed not in columns:
-                raise DataError(
-                    f"{path}: no {needed!r} column (found: {', '.join(columns) or 'nothing'})"
-                )
-        rows: dict[str, dict[str, str]] = {}
-        problems = []
-        for line, row in enumerate(reader, start=2):
-            key = (row.get("id") or "").strip()
-            if not key:
-                problems.append(f"{path}:{line}: empty id, row skipped")
-            elif key in rows:
-                problems.append(f"{path}:{line}: duplicate id {key!r}, row skipped")
-            else:
-                rows[key] = {k: (v or "").strip() for k, v in row.items() if k is not None}
+    table = read_csv_table(path, "transcript file")
+    for needed in ("id", "text"):
+        if needed not in table.header:
+            raise DataError(
+                f"transcript file {path}: no {needed!r} column (found: {', '.join(table.header)})"
+            )
+    bad_text = table.encoding_problems()
+    if bad_text:
+        raise DataError(f"transcript file {path}: {summarize(bad_text)}")
+    rows: dict[str, dict[str, str]] = {}
+    problems = []
+    if not table.records:
+        problems.append(f"{path}: a header only, no transcripts")
+    for line, record in table.records:
+        where = f"{path}:{line}"
+        if len(record) != len(table.header):
+            problems.append(
+                f"{where}: {len(record)} fields, the header has {len(table.header)}; row skipped"
+            )
+            continue
+        row = {k: v.strip() for k, v in zip(table.header, record, strict=True)}
+        key = row["id"]
+        numbers = [(c, row[c]) for c in ("start", "end") if row.get(c)]
+        wrong = [(c, v) for c, v in numbers if not _is_seconds(v)]
+        if not key:
+            problems.append(f"{where}: empty id, row skipped")
+        elif key in rows:
+            problems.append(f"{where}: duplicate id {key!r}, row skipped")
+        elif wrong:
+            column, value = wrong[0]
+            problems.append(f"{where}: {column} {value!r} is not a number of seconds, row skipped")
+        else:
+            rows[key] = row
     return rows, problems
+
+
+def _is_seconds(value: str) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def read_folder(
@@ -66,20 +94,29 @@ def read_folder(
     if not root.is_dir():
         raise DataError(f"{root} is not a folder of clips")
     media: dict[str, dict[str, Path]] = {}
+    skipped_names: list[str] = []
     for path in sorted(root.rglob("*")):
         suffix = path.suffix.lower()
         kind = "video" if suffix in VIDEO_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else ""
         if not kind or not path.is_file() or path.name.startswith("."):
             continue
+        # A name that is not UTF-8 cannot go into the manifest (which is UTF-8 text).
+        bad_name = not_utf8(str(path.relative_to(root)))
+        if bad_name is not None:
+            shown = str(path.relative_to(root)).encode("utf-8", "backslashreplace").decode()
+            skipped_names.append(f"{root}/{shown}: file name: {bad_name}; clip skipped")
+            continue
         uid = path.relative_to(root).with_suffix("").as_posix()
         media.setdefault(uid, {})[kind] = path
     if not media:
         looked = ", ".join(VIDEO_SUFFIXES + AUDIO_SUFFIXES)
-        raise DataError(f"{root}: no audio or video files (looked for {looked})")
+        unusable = f"; {'; '.join(skipped_names[:3])}" if skipped_names else ""
+        raise DataError(f"{root}: no audio or video files (looked for {looked}){unusable}")
     texts: dict[str, dict[str, str]] = {}
-    problems: list[str] = []
+    problems: list[str] = list(skipped_names)
     if transcripts:
-        texts, problems = _read_transcripts(Path(transcripts))
+        texts, found = _read_transcripts(Path(transcripts))
+        problems += found
     used: set[str] = set()
     rows = []
     for uid, files in media.items():

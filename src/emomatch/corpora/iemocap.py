@@ -26,6 +26,7 @@ roles swapped, numbered after the first ones, so fold_1.. keep their meaning).
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -97,6 +98,7 @@ UTTERANCE_ID = re.compile(
 # Annotator detail lines ("C-E1:\t...", "A-E3:\t...") never name an utterance; a line that does
 # but fails HEADER_LINE is a damaged header, not something to ignore.
 _LOOKS_LIKE_HEADER = re.compile(r"^\s*\[|Ses\d\d[FM]_\S+_[FM]\d{3}")
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 TRANSCRIPT_LINE = re.compile(r"^(?P<id>\S+)\s+\[[^\]]*\]:\s?(?P<text>.*)$")
 
 
@@ -144,7 +146,8 @@ def parse_evaluation(path: Path, problems: list[str]) -> list[Annotation]:
     """Header lines of one EmoEvaluation file; a damaged one is reported with file and line and
     skipped, the rest of the file is still read."""
     found: list[Annotation] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    # utf-8-sig: a byte-order mark (a file saved on Windows) must not damage the first header
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for number, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith("%"):
@@ -174,6 +177,18 @@ def parse_evaluation(path: Path, problems: list[str]) -> list[Annotation]:
                 )
                 continue
             start, end = float(match["start"]), float(match["end"])
+            # The pattern admits only digits, but a few hundred of them overflow to inf.
+            huge = [
+                name
+                for name in ("start", "end", "val", "act", "dom")
+                if not math.isfinite(float(match[name]))
+            ]
+            if huge:
+                problems.append(
+                    f"{path}:{number}: {uid}: {', '.join(huge)} out of range "
+                    f"({match[huge[0]][:20]}...)"
+                )
+                continue
             if end <= start:
                 problems.append(f"{path}:{number}: {uid} ends ({end}) before it starts ({start})")
                 continue
@@ -195,14 +210,26 @@ def parse_evaluation(path: Path, problems: list[str]) -> list[Annotation]:
     return found
 
 
-def parse_transcription(path: Path) -> dict[str, str]:
-    """Utterance id -> text of one transcription file; whitespace runs become one space."""
+def parse_transcription(path: Path, problems: list[str] | None = None) -> dict[str, str]:
+    """Utterance id -> text of one transcription file; whitespace runs become one space.
+
+    A line that is not UTF-8 is read as Windows-1252 and reported in ``problems`` with its
+    line, so an odd character in the text never passes unnoticed."""
     texts: dict[str, str] = {}
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            match = TRANSCRIPT_LINE.match(line.strip())
-            if match is not None:
-                texts[match["id"]] = " ".join(match["text"].split())
+    # Split like text mode does (\n, \r\n or a lone \r), but decode line by line.
+    for number, raw in enumerate(_LINE_BREAK.split(path.read_bytes()), start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.decode("cp1252", errors="replace")
+            if problems is not None:
+                problems.append(
+                    f"{path}:{number}: byte 0x{raw[exc.start]:02x} is not UTF-8, "
+                    "line read as Windows-1252; check the text"
+                )
+        match = TRANSCRIPT_LINE.match(line.strip())
+        if match is not None:
+            texts[match["id"]] = " ".join(match["text"].split())
     return texts
 
 
@@ -335,7 +362,7 @@ def read_iemocap(
         if a.dialog not in transcripts:
             tpath = root / paths.transcription.format(**names)
             if tpath.is_file():
-                transcripts[a.dialog] = parse_transcription(tpath)
+                transcripts[a.dialog] = parse_transcription(tpath, problems)
             else:
                 transcripts[a.dialog] = None
                 problems.append(f"{a.dialog}: transcription {tpath} is missing, text left empty")

@@ -14,9 +14,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from emomatch.corpora.textfile import not_utf8, read_csv_table, read_text, summarize
 from emomatch.errors import DataError
 from emomatch.files import atomic_path
 
@@ -35,40 +37,160 @@ class ManifestProblem:
         return f"line {self.line} (id {self.id!r}), {self.column}: {self.message}"
 
 
-def _first_line(path: Path) -> int:
-    """Line number of the first data row: after the header for CSV, 1 for JSONL."""
-    return 1 if path.suffix == ".jsonl" else 2
+#: columns read as numbers (seconds); every other column is read as text
+NUMBER_COLUMNS = ("start", "end")
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or JSONL manifest; a ``_line`` column keeps each row's line in the file."""
+    """Read a CSV or JSONL manifest; a ``_line`` column keeps each row's (first) line in the file.
+
+    Everything else is text exactly as written (no ``NA`` guessing, spaces kept); ``start`` and
+    ``end`` are numbers (NaN where empty). A file that cannot be read as a manifest (not UTF-8,
+    a broken CSV quote or JSON line, a row with more or fewer fields than the header, a start or
+    end that is not a finite number, no rows at all) is one :class:`DataError` that lists the
+    offending lines and fields: nothing is dropped or altered silently."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist")
-    try:
-        if path.suffix == ".jsonl":
-            df = pd.read_json(path, lines=True, dtype=False)
-        else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except ValueError as exc:
-        raise DataError(f"manifest {path}: cannot be parsed ({exc})") from None
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if path.suffix == ".jsonl":
+        columns, records = _jsonl_records(path)
+    else:
+        columns, records = _csv_records(path)
+    missing = [c for c in MANIFEST_COLUMNS if c not in columns]
     if missing:
-        raise DataError(f"manifest {path}: missing column(s) {', '.join(missing)}")
-    for col in df.columns:
-        if col not in ("start", "end"):
-            df[col] = df[col].map(
-                lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
-            )
-    for col in ("start", "end"):
-        df[col] = pd.to_numeric(df[col].replace("", None), errors="coerce")
-    df["_line"] = range(_first_line(path), _first_line(path) + len(df))
+        raise DataError(
+            f"manifest {path}: missing column(s) {', '.join(missing)} "
+            f"(found: {', '.join(columns) or 'none'})"
+        )
+    if "_line" in columns:
+        raise DataError(f"manifest {path}: column _line is reserved for the reader")
+    if not records:
+        raise DataError(f"manifest {path}: no rows (a header only); nothing to extract")
+    problems: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for line, record in records:
+        row: dict[str, Any] = {}
+        for column in columns:
+            value = record.get(column)
+            if column in NUMBER_COLUMNS:
+                number, why = _seconds(value)
+                if why is not None:
+                    problems.append(f"line {line}, {column}: {why}")
+                row[column] = number
+            else:
+                row[column] = _text(value)
+        row["_line"] = line
+        rows.append(row)
+    if problems:
+        raise DataError(f"manifest {path}: {summarize(problems)}")
+    df = pd.DataFrame.from_records(rows, columns=[*columns, "_line"])
+    for column in NUMBER_COLUMNS:
+        df[column] = df[column].astype("float64")
     df.attrs["path"] = str(path)
     return df
 
 
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _seconds(value: Any) -> tuple[float, str | None]:
+    """(seconds, None) or (NaN, why not); empty means no segment (NaN, None)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return math.nan, None
+    # as the file has it: JSON's true, not Python's True; long values cut
+    shown = value if isinstance(value, str) else json.dumps(value)
+    shown = repr(shown if len(shown) <= 40 else f"{shown[:40]}...")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return math.nan, f"{shown} is not a number of seconds"
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return math.nan, f"{shown} is not a number of seconds"
+    if not math.isfinite(number):
+        return math.nan, f"{shown} is not a finite number of seconds"
+    return number, None
+
+
+def _csv_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    table = read_csv_table(path, "manifest")
+    problems = table.encoding_problems()
+    width = len(table.header)
+    for line, record in table.records:
+        if len(record) != width:
+            problems.append(
+                f"line {line}: {len(record)} fields, the header has {width} "
+                "(an unquoted comma or a missing field?)"
+            )
+    if problems:
+        raise DataError(f"manifest {path}: {summarize(problems)}")
+    records = [
+        (line, dict(zip(table.header, record, strict=True))) for line, record in table.records
+    ]
+    return table.header, records
+
+
+def _jsonl_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    text = read_text(path, "manifest")
+    columns: dict[str, None] = {}
+    records: list[tuple[int, dict[str, Any]]] = []
+    problems: list[str] = []
+    # JSON strings cannot hold a raw newline, so "\n" alone separates records (U+2028 may not).
+    for line, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            bad = not_utf8(raw)
+            problems.append(f"line {line}: {bad or f'not valid JSON ({exc})'}")
+            continue
+        except RecursionError:
+            problems.append(f"line {line}: JSON nested too deeply")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"line {line}: a JSON {type(value).__name__}, expected an object")
+            continue
+        for key, item in value.items():
+            bad = not_utf8(key) or not_utf8(_text(item))
+            if bad is not None:
+                problems.append(
+                    f"line {line}, {key if not_utf8(key) is None else repr(key)}: {bad}"
+                )
+                break
+        columns.update(dict.fromkeys(value))
+        records.append((line, value))
+    if problems:
+        raise DataError(f"manifest {path}: {summarize(problems)}")
+    return list(columns), records
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return ""
+    text = _text(value)
+    # A lone "\r" must be quoted too, or a reader splits the row there (pandas leaves it bare).
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _jsonl_value(value: Any) -> Any:
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    return value
+
+
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write atomically as CSV or JSONL (by suffix); standard columns first."""
+    """Write atomically as CSV or JSONL (by suffix); standard columns first. What
+    :func:`read_manifest` gives back is the same rows: text cells unchanged, numbers as text
+    (``str``), NaN and None as empty cells."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = [
@@ -76,18 +198,32 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
         *[c for c in df.columns if c not in MANIFEST_COLUMNS and c != "_line"],
     ]
     out = df.reindex(columns=cols)
+    if path.suffix == ".jsonl":
+        lines = [
+            json.dumps({str(k): _jsonl_value(v) for k, v in record.items()}, ensure_ascii=False)
+            for record in out.to_dict(orient="records")
+        ]
+    else:
+        lines = [",".join(_csv_cell(str(c)) for c in cols)]
+        lines += [",".join(_csv_cell(v) for v in row) for row in out.itertuples(index=False)]
+    text = "".join(f"{line}\n" for line in lines)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"manifest {path}: {_unwritable(out)}") from None
     with atomic_path(path) as tmp:
-        if path.suffix == ".jsonl":
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for record in out.to_dict(orient="records"):
-                    clean = {
-                        k: (None if isinstance(v, float) and math.isnan(v) else v)
-                        for k, v in record.items()
-                    }
-                    fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
-        else:
-            out.to_csv(tmp, index=False, encoding="utf-8")
+        tmp.write_bytes(data)
     return path
+
+
+def _unwritable(df: pd.DataFrame) -> str:
+    """The first cell that cannot be written as UTF-8 (e.g. a file name that was not UTF-8)."""
+    for column in df.columns:
+        for uid, value in zip(df["id"], df[column], strict=True):
+            why = not_utf8(_text(value)) or not_utf8(str(column))
+            if why is not None:
+                return f"id {_text(uid)!r}, {column}: {why}"
+    return "text that cannot be written as UTF-8"
 
 
 def resolve_media(df: pd.DataFrame, value: str) -> Path:
