@@ -36,7 +36,10 @@ def labeled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.n
     perm = _permutation(n, seed, 1, epoch)
     batches = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
     if len(batches) > 1 and len(batches[-1]) < 2:
-        batches[-2] = np.concatenate([batches[-2], batches.pop()])
+        # Pop first: in `batches[-2] = f(batches.pop())` the target index is taken after the
+        # pop, which overwrote the wrong batch (an item lost, another seen twice).
+        tail = batches.pop()
+        batches[-1] = np.concatenate([batches[-1], tail])
     return batches
 
 
