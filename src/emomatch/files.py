@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -66,10 +67,16 @@ def fsync_dir(path: Path) -> None:
 
 def describe_os_error(exc: OSError) -> str:
     """A short reason with a hint for the write failures a user can fix."""
+    code = exc.errno
     reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    # pyarrow's errors bury the cause in their text: "Error writing bytes ... [errno 28] ...".
+    found = re.search(r"\[errno (\d+)\]", str(exc))
+    if found:
+        code = int(found.group(1))
+        reason = os.strerror(code)
+    if code in (errno.ENOSPC, errno.EDQUOT):
         return f"{reason} (free some space and run the command again)"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{reason} (choose a folder you can write to)"
     return reason
 

@@ -9,6 +9,7 @@ the chunks in flight, and a re-run skips every utterance already in the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -342,7 +343,9 @@ def run_extraction(
             err = open(errors_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise WriteError(f"cannot write {errors_path}: {describe_os_error(exc)}") from None
-        with err:
+        # Closed by hand: a close that fails (its last flush on a full disk) must not replace
+        # the error already on its way, nor go unreported when there is none.
+        try:
             written, failed, media_seconds, skipped = _extract_into(
                 writer,
                 err,
@@ -358,6 +361,14 @@ def run_extraction(
                 progress,
                 results,
             )
+        except BaseException:
+            with contextlib.suppress(OSError):
+                err.close()
+            raise
+        try:
+            err.close()
+        except OSError as exc:
+            raise WriteError(f"cannot write {errors_path}: {describe_os_error(exc)}") from None
     summary = ExtractionSummary(
         store=out,
         done=written,
