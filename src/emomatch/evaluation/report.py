@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emomatch.files import atomic_path, atomic_write_text
 
 
 def plot_confusion(
@@ -41,7 +41,7 @@ def plot_confusion(
                 fontsize=8,
             )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -51,9 +51,7 @@ def write_report(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "metrics.json"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".metrics.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(metrics, fh, indent=2)
-    os.replace(tmp, path)
-    plot_confusion(metrics["confusion"], metrics["classes"], out / "confusion.png")
+    atomic_write_text(path, json.dumps(metrics, indent=2))
+    with atomic_path(out / "confusion.png") as tmp:
+        plot_confusion(metrics["confusion"], metrics["classes"], tmp)
     return path
