@@ -71,13 +71,16 @@ def train(
     """Train a model (selected on validation), then evaluate it on the test split."""
     _setup_logging()
     from emomatch.config import load_config
-    from emomatch.runs import train_and_report, train_folds
 
     try:
+        # The config is validated before Lightning is imported (seconds on a busy machine),
+        # so a typo is reported at once.
         cfg = load_config(config, set_ or [])
         run_dir = out or Path("runs") / config.stem
         if folds is not None and folds != "all":
             raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
+        from emomatch.runs import train_and_report, train_folds
+
         if fold or folds == "all":
             metrics = train_folds(cfg, run_dir, folds=fold or None, resume=resume)
             for k, m in metrics["folds"].items():
