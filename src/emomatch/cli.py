@@ -225,12 +225,18 @@ def extract(
 ) -> None:
     """Extract features from raw media into a feature store; resumable, bad items reported."""
     _setup_logging()
+    from contextlib import ExitStack
+
     from emomatch.corpora import prepare_corpus
     from emomatch.extract.run import build_extractors, run_extraction
+    from emomatch.files import hold_lock
 
+    held = ExitStack()
     try:
         if manifest.is_dir():
-            # A folder of clips: its manifest is written next to the store it feeds.
+            # A folder of clips: its manifest is written next to the store it feeds, so the
+            # store's lock is taken first and held through the extraction.
+            held.enter_context(hold_lock(out, "store"))
             found = {"transcripts": str(transcripts)} if transcripts else {}
             prepared = prepare_corpus("folder", manifest, out, **found)
             for problem in prepared.problems:
@@ -264,6 +270,8 @@ def extract(
     except (EmomatchError, KeyError, TypeError) as exc:
         _fail(exc)
         return
+    finally:
+        held.close()
     typer.echo(str(summary))
 
 
