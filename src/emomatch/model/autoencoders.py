@@ -99,8 +99,10 @@ class PositionalEncoding(nn.Module):
         self.kind = kind
         self.table: torch.Tensor | None
         if kind == "sinusoidal":
-            # Not persistent: a function of the shape, so checkpoints need not carry it.
-            self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+            # Saved although it is a function of the shape: a checkpoint of order-blind blocks
+            # (made before the code existed, or with `none`) then fails to load into a model
+            # that adds it, instead of silently scoring with inputs it never saw.
+            self.register_buffer("table", sinusoidal_table(max_len, dim))
         elif kind == "learned":
             # BERT's initialisation: the code starts small against unit-variance features and
             # grows as far as training finds it useful.
