@@ -131,11 +131,11 @@ def test_worker_processes_write_the_same_store(tmp_path) -> None:
 
 
 def test_crash_loses_only_items_in_flight_and_resume_finishes(tmp_path) -> None:
-    from concurrent.futures.process import BrokenProcessPool
+    from emomatch.errors import WorkerError
 
     make_manifest(tmp_path, n=12)
     crashing = {"acoustic": WavStats(crash_on="u9"), "lexical": HashedWords()}
-    with pytest.raises(BrokenProcessPool):
+    with pytest.raises(WorkerError, match="worker process died.*run the same command again"):
         run_extraction(
             tmp_path / "manifest.csv",
             tmp_path / "store",

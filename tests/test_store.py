@@ -86,3 +86,26 @@ def test_not_a_store_and_wrong_version(tmp_path) -> None:
     (tmp_path / "s" / "store.json").write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="format_version 99"):
         FeatureStore(tmp_path / "s")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "expected a JSON object"),
+        ('{"format": "emomatch-feature-store", "format_version": 1}', "'classes' is missing"),
+        ("\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_malformed_store_json_is_named(tmp_path, text, message) -> None:
+    StoreWriter(tmp_path / "s", ["a", "b"], SPECS).write_part(*part(["u0", "u1"]))
+    (tmp_path / "s" / "store.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(StoreError, match=message):
+        FeatureStore(tmp_path / "s")
+
+
+def test_writer_refuses_ids_already_in_the_store(tmp_path) -> None:
+    with StoreWriter(tmp_path / "s", ["a", "b"], SPECS) as writer:
+        writer.write_part(*part(["u0", "u1"]))
+        with pytest.raises(StoreError, match="'u1' is already in"):
+            writer.write_part(*part(["u1", "u2"]))
+    assert len(FeatureStore(tmp_path / "s")) == 2

@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from emomatch.cli import app
-from emomatch.errors import DataError, LockedError, StoreError, WriteError
+from emomatch.errors import DataError, LockedError, StoreError, WorkerError, WriteError
 from emomatch.extract.run import run_extraction
 from emomatch.files import atomic_path, atomic_write_text, hold_lock, lock_holder
 from emomatch.store import FeatureStore
@@ -199,6 +199,9 @@ def test_second_extract_on_one_store_is_refused_and_the_first_completes(corpus, 
         while lock_holder(out) != first.pid:
             assert first.poll() is None and time.monotonic() < deadline, "first never locked"
             time.sleep(0.02)
+        # A reader meanwhile is told that the store is being written.
+        info = runner.invoke(app, ["info", str(out)])
+        assert f"being written now by pid {first.pid}" in info.output
         second = start(extract_args(manifest, out, delay=0.0, workers=1))
         rc2, err2 = finish(second)
         rc1, err1 = finish(first)
@@ -292,6 +295,21 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_every_item_once(
     assert f"skipped (already in the store) {len(kept)}" in err
     assert contents(out) == reference
     assert not list((out / "parts").glob(".tmp-*"))
+
+
+@pytest.mark.skipif(not LONG, reason="starts Ray twice (long variant)")
+def test_ray_actor_that_dies_is_a_clear_error_and_a_rerun_completes(corpus, tmp_path) -> None:
+    pytest.importorskip("ray")
+    manifest, reference = corpus
+    out = tmp_path / "store"
+    crashing = {"acoustic": WavStats(crash_on="u20"), "lexical": HashedWords()}
+    with pytest.raises(WorkerError, match=r"worker \(Ray actor\) died"):
+        run_extraction(manifest, out, crashing, progress=False, engine="ray", workers=2)
+    kept = assert_readable_or_empty(out)
+    extractors = {"acoustic": WavStats(), "lexical": HashedWords()}
+    summary = run_extraction(manifest, out, extractors, progress=False, engine="ray", workers=2)
+    assert summary.skipped == len(kept)
+    assert contents(out) == reference
 
 
 # -- disk full -------------------------------------------------------------------------------

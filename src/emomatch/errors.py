@@ -23,3 +23,7 @@ class LockedError(EmomatchError):
 
 class WriteError(EmomatchError):
     """An output could not be written (disk full, read-only or forbidden folder)."""
+
+
+class WorkerError(EmomatchError):
+    """A worker process died mid-run (killed, out of memory, a crash in native code)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from emomatch.errors import EmomatchError
+from emomatch.errors import EmomatchError, WorkerError
 from emomatch.extract.base import Extractor, Utterance
-from emomatch.extract.run import ChunkResult, extract_chunk
+from emomatch.extract.run import WORKER_DIED, ChunkResult, extract_chunk
 
 
 class _Worker:
@@ -52,7 +52,13 @@ def ray_results(
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             k = pending.pop(ready[0])
-            yield ray.get(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                # An actor that died (killed, out of memory) is a fault of the machine, not of
+                # the data: the same words as for a local worker.
+                raise WorkerError(WORKER_DIED.replace("process", "(Ray actor)", 1)) from None
+            yield result
             chunk = next(queue, None)
             if chunk is not None:
                 pending[pool[k].run.remote(chunk)] = k

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,7 +30,7 @@ import pandas as pd
 
 from emomatch import MODALITIES
 from emomatch.corpora.manifest import read_manifest, resolve_media, validate_manifest
-from emomatch.errors import DataError, WriteError
+from emomatch.errors import DataError, WorkerError, WriteError
 from emomatch.extract.base import EXTRACTORS, Extractor, Features, ItemError, Utterance
 from emomatch.files import describe_os_error
 from emomatch.store import StoreWriter
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 DEFAULT_EXTRACTORS = {"acoustic": "opensmile", "visual": "faces", "lexical": "transformer"}
 FOLD_COLUMN = re.compile(r"^fold_\d+$")
 ERRORS_FILE = "errors.jsonl"
+WORKER_DIED = (
+    "an extraction worker process died (killed, out of memory, or a crash in native code); "
+    "the parts already written are kept: run the same command again to continue "
+    "(with fewer --workers if memory is short)"
+)
 
 
 def load_builtin_extractors() -> None:
@@ -216,10 +222,17 @@ def _local_results(
                 break
         while pending:
             done = pending.pop(0)
-            yield done.result()
+            try:
+                result = done.result()
+            except BrokenProcessPool:
+                raise WorkerError(WORKER_DIED) from None
+            yield result
             nxt = next(queue, None)
             if nxt is not None:
-                pending.append(pool.submit(_run_in_worker, nxt))
+                try:
+                    pending.append(pool.submit(_run_in_worker, nxt))
+                except BrokenProcessPool:
+                    raise WorkerError(WORKER_DIED) from None
 
 
 def _extract_into(
