@@ -374,9 +374,15 @@ def run_extraction(
                 progress,
                 results,
             )
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 err.close()
+            if isinstance(exc, KeyboardInterrupt):
+                log.warning(
+                    "interrupted: the parts already written to %s are kept; run the same "
+                    "command again to continue",
+                    out,
+                )
             raise
         try:
             err.close()
