@@ -544,3 +544,32 @@ def test_store_files_are_readable_by_others(corpus, tmp_path) -> None:
     assert {m for p, m in modes.items() if (tmp_path / p).is_file()} == {0o644}, modes
     index = pd.read_parquet(tmp_path / "s" / "parts" / "part-00000" / "index.parquet")
     assert len(index) > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--chunk-size", "0"], "--chunk-size and --workers must be at least 1"),
+        (["--workers", "-1"], "--chunk-size and --workers must be at least 1"),
+    ],
+)
+def test_bad_run_options_are_refused_before_anything_is_written(
+    corpus, tmp_path, args, message
+) -> None:
+    manifest, _ = corpus
+    register()
+    result = runner.invoke(app, [*extract_args(manifest, tmp_path / "s", 0.0, 1), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_output_that_is_a_file_or_missing_store_is_named(corpus, tmp_path) -> None:
+    manifest, _ = corpus
+    register()
+    (tmp_path / "file").write_text("not a folder")
+    result = runner.invoke(app, extract_args(manifest, tmp_path / "file", 0.0, 1))
+    assert result.exit_code == 2 and f"cannot create store {tmp_path / 'file'}" in result.output
+    assert (tmp_path / "file").read_text() == "not a folder"
+    result = runner.invoke(app, ["info", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "is not a feature store: store.json is missing" in result.output

@@ -323,6 +323,10 @@ def run_extraction(
     """Extract every pending utterance of the manifest into the store at ``out`` with one
     extractor per modality (see :func:`build_extractors`)."""
     start_time = time.perf_counter()
+    if chunk_size < 1 or workers < 1:
+        raise DataError(
+            f"--chunk-size and --workers must be at least 1, got {chunk_size} and {workers}"
+        )
     df = read_manifest(manifest)
     # Checked before anything is written: a store is never created from zero rows (its classes
     # would be fixed to none, refusing every later extraction into it).
