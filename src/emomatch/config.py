@@ -6,6 +6,7 @@ permitted``), so a typo never silently runs the default.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,20 @@ ALL_MODALITIES: tuple[Modality, ...] = ("acoustic", "visual", "lexical")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a NaN or infinite weight, rate or width would only show up as a
+    # NaN loss hours later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_huge_int(cls, v: Any) -> Any:
+        # 10**30 epochs or units is a typo; past 2**31 numpy and torch fail with a traceback
+        values = v if isinstance(v, list) else list(v.values()) if isinstance(v, dict) else [v]
+        for item in values:
+            for n in item if isinstance(item, list) else [item]:
+                if isinstance(n, int) and not isinstance(n, bool) and abs(n) >= 2**31:
+                    raise ValueError(f"{n} is out of range (at most {2**31 - 1})")
+        return v
 
 
 class DataConfig(_Strict):
@@ -118,7 +132,8 @@ class TrainConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    seed: int = 0
+    #: numpy takes seeds 0 .. 2**32-1
+    seed: int = Field(0, ge=0)
     data: DataConfig
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -132,12 +147,100 @@ class ExperimentConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
+#: key path in a YAML file (``("loss", "alpha")``, list items by index) -> the line it is on
+KeyLines = Mapping[tuple[str, ...], int]
+
+
+def _format_errors(
+    exc: ValidationError,
+    source: str,
+    lines: KeyLines | None = None,
+    overridden: set[tuple[str, ...]] | None = None,
+) -> str:
+    out = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{source}: {key}: {err['msg']}")
-    return "\n".join(lines)
+        loc = tuple(str(p) for p in err["loc"])
+        where = _where(loc, source, lines or {}, overridden or set())
+        out.append(f"{where}: {'.'.join(loc)}: {err['msg']}")
+    return "\n".join(out)
+
+
+def _where(
+    loc: tuple[str, ...], source: str, lines: KeyLines, overridden: set[tuple[str, ...]]
+) -> str:
+    """Where a bad key came from: a ``--set`` override, else its (or its section's) line."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in overridden:
+            return "--set"
+        if loc[:n] in lines:
+            return f"{source}, line {lines[loc[:n]]}"
+    return source
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A key given twice in one mapping is an error (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *base`` then a key of base is an override, not a repeat
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice (first on line {first})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """``line L, column C: what`` from a PyYAML error, without its multi-line excerpt."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        return f"line {line}: character {shown} is not allowed in YAML"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        what = ", ".join(p for p in (exc.context, exc.problem) if p) or "not valid YAML"
+        if mark is not None:
+            return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+        return what
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _key_lines(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
+    lines: dict[tuple[str, ...], int] = {}
+    stack: list[tuple[tuple[str, ...], yaml.Node | None]] = [((), node)]
+    visited: set[int] = set()
+    # iterative, and each node once: anchors and aliases may share (or nest) nodes
+    while stack:
+        path, current = stack.pop()
+        if current is None or id(current) in visited:
+            continue
+        visited.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            children = [
+                ((*path, str(k.value)), k, v)
+                for k, v in current.value
+                if isinstance(k, yaml.ScalarNode)
+            ]
+        elif isinstance(current, yaml.SequenceNode):
+            children = [((*path, str(i)), v, v) for i, v in enumerate(current.value)]
+        else:
+            continue
+        for child_path, mark_node, child in children:
+            lines.setdefault(child_path, mark_node.start_mark.line + 1)
+            stack.append((child_path, child))
+    return lines
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -148,18 +251,43 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {key}: {p} is not a section")
         node = child
-    node[parts[-1]] = value
+    last = parts[-1]
+    if isinstance(node.get(last), dict) and isinstance(value, dict):
+        # loss.alpha=1 then loss={beta: 2}: both hold, the second does not drop the first
+        node[last] = _merge(node[last], value)
+    else:
+        node[last] = value
+
+
+def _override_key(item: str) -> tuple[str, str]:
+    """``KEY=VALUE`` -> (dotted key with spaces around its parts removed, raw value)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not KEY=VALUE")
+    key, raw = item.split("=", 1)
+    parts = [p.strip() for p in key.split(".")]
+    if not all(parts):
+        raise ConfigError(
+            f"override {item!r}: {key.strip()!r} is not a key (expected e.g. loss.alpha=0.5)"
+        )
+    return ".".join(parts), raw
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["loss.alpha=0.5", "data.modalities=[acoustic, lexical]"]`` -> a nested dict; values
-    are parsed as YAML."""
+    are parsed as YAML. A malformed item is a :class:`ConfigError` naming it."""
     tree: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not KEY=VALUE")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw else "")
+        key, raw = _override_key(item)
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc, raw)}); "
+                "quote it, e.g. key='value'"
+            ) from None
+        except RecursionError:
+            raise ConfigError(f"override {item!r}: the value is nested too deeply") from None
+        _set_dotted(tree, key, value)
     return tree
 
 
@@ -170,27 +298,62 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+def config_from_dict(
+    raw: dict[str, Any],
+    source: str = "config",
+    lines: KeyLines | None = None,
+    overridden: set[tuple[str, ...]] | None = None,
+) -> ExperimentConfig:
+    """Validate; errors name the key, with its line in ``source`` where ``lines`` has it."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, source, lines, overridden)) from None
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """The parsed file and the line of each key; every failure is one ConfigError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}, line {line}: not valid YAML (byte 0x{data[exc.start]:02x} is not UTF-8; "
+            "save the file as UTF-8)"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc, text)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    return raw, _key_lines(node)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML config, apply ``key=value`` overrides, validate; relative paths in ``data``
-    resolve against the config file's folder."""
+    resolve against the config file's folder. Anything wrong is one :class:`ConfigError` that
+    names the file, the line where it applies, and the key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    extra = parse_overrides(overrides or [])
+    raw, lines = _read_yaml(path)
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    raw = _merge(raw, parse_overrides(overrides or []))
-    cfg = config_from_dict(raw, str(path))
+        raise ConfigError(
+            f"{path}: the top level must be a mapping (data:, model:, ...), "
+            f"found a {type(raw).__name__}"
+        )
+    raw = _merge(raw, extra)
+    overridden = {tuple(_override_key(item)[0].split(".")) for item in overrides or []}
+    cfg = config_from_dict(raw, str(path), lines, overridden)
     base = path.resolve().parent
     if not cfg.data.store.is_absolute():
         cfg.data.store = base / cfg.data.store
