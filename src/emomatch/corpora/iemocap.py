@@ -45,6 +45,7 @@ from emomatch.corpora.base import (
     media_path,
 )
 from emomatch.corpora.manifest import write_manifest
+from emomatch.corpora.textfile import CP1252_FALLBACK
 from emomatch.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -221,11 +222,11 @@ def parse_transcription(path: Path, problems: list[str] | None = None) -> dict[s
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            line = raw.decode("cp1252", errors="replace")
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8", CP1252_FALLBACK)
             if problems is not None:
                 problems.append(
                     f"{path}:{number}: byte 0x{raw[exc.start]:02x} is not UTF-8, "
-                    "line read as Windows-1252; check the text"
+                    "read as Windows-1252; check the text"
                 )
         match = TRANSCRIPT_LINE.match(line.strip())
         if match is not None:

@@ -20,6 +20,18 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 SHOWN_PROBLEMS = 5
 
 
+def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return exc.object[exc.start : exc.end].decode("cp1252", errors="replace"), exc.end
+
+
+#: ``data.decode("utf-8", CP1252_FALLBACK)``: UTF-8 where the bytes are UTF-8, Windows-1252 for
+#: the bytes that are not (decoding a whole mixed line as Windows-1252 would garble its UTF-8)
+CP1252_FALLBACK = "emomatch-cp1252-fallback"
+codecs.register_error(CP1252_FALLBACK, _cp1252_fallback)
+
+
 def read_text(path: Path, what: str) -> str:
     """The file's text, a UTF-8 byte-order mark dropped; see :func:`not_utf8`."""
     try:
