@@ -640,3 +640,18 @@ def test_cli_extract_with_a_bad_manifest_is_one_clear_error(
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
     assert result.output.startswith(f"error: manifest {manifest}: {message}")
+
+
+def test_ami_word_times_past_any_meeting_are_skipped_not_a_crash(tmp_path: Path) -> None:
+    # 1e308 + 1e308 overflows: the window id round(inf * 1000) was an OverflowError traceback
+    (tmp_path / "words").mkdir()
+    (tmp_path / "corpusResources").mkdir()
+    (tmp_path / "corpusResources" / "meetings.xml").write_bytes(
+        MEETINGS.replace(b' duration="1000"', b"")
+    )
+    far = [(w, 1e308, 1e308) for w in "abc"]
+    near = [(w, float(k), k + 0.5) for k, w in enumerate("defg")]
+    (tmp_path / "words" / "ES2002a.A.words.xml").write_bytes(words_xml(far + near))
+    prepared = prepare_ami(tmp_path, tmp_path / "out", windows=5, width=2.0, require="")
+    assert prepared.counts["left_out_elements"]["untimed word"] == 3
+    assert set(" ".join(read_manifest(prepared.manifest)["text"]).split()) <= set("defg")
