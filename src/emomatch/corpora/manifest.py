@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ class ManifestProblem:
         return f"line {self.line} (id {self.id!r}), {self.column}: {self.message}"
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 #: columns read as numbers (seconds); every other column is read as text
 NUMBER_COLUMNS = ("start", "end")
 
@@ -66,24 +68,24 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise DataError(f"manifest {path}: column _line is reserved for the reader")
     if not records:
         raise DataError(f"manifest {path}: no rows (a header only); nothing to extract")
-    problems: list[str] = []
-    rows: list[dict[str, Any]] = []
-    for line, record in records:
-        row: dict[str, Any] = {}
-        for column in columns:
-            value = record.get(column)
-            if column in NUMBER_COLUMNS:
+    problems: list[tuple[int, str]] = []
+    data: dict[str, list[Any]] = {}
+    for column in columns:
+        values = [record.get(column) for _, record in records]
+        if column in NUMBER_COLUMNS:
+            numbers = []
+            for (line, _), value in zip(records, values, strict=True):
                 number, why = _seconds(value)
                 if why is not None:
-                    problems.append(f"line {line}, {column}: {why}")
-                row[column] = number
-            else:
-                row[column] = _text(value)
-        row["_line"] = line
-        rows.append(row)
+                    problems.append((line, f"line {line}, {column}: {why}"))
+                numbers.append(number)
+            data[column] = numbers
+        else:
+            data[column] = [v if isinstance(v, str) else _text(v) for v in values]
     if problems:
-        raise DataError(f"manifest {path}: {summarize(problems)}")
-    df = pd.DataFrame.from_records(rows, columns=[*columns, "_line"])
+        raise DataError(f"manifest {path}: {summarize([p for _, p in sorted(problems)])}")
+    data["_line"] = [line for line, _ in records]
+    df = pd.DataFrame(data)
     for column in NUMBER_COLUMNS:
         df[column] = df[column].astype("float64")
     df.attrs["path"] = str(path)
@@ -138,6 +140,8 @@ def _csv_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]
 
 def _jsonl_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     text = read_text(path, "manifest")
+    # One scan of the file instead of one per value; a surrogate may also come from an escape.
+    utf8 = not_utf8(text) is None and _SURROGATE_ESCAPE.search(text) is None
     columns: dict[str, None] = {}
     records: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
@@ -157,7 +161,7 @@ def _jsonl_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any
         if not isinstance(value, dict):
             problems.append(f"line {line}: a JSON {type(value).__name__}, expected an object")
             continue
-        for key, item in value.items():
+        for key, item in value.items() if not utf8 else ():
             bad = not_utf8(key) or not_utf8(_text(item))
             if bad is not None:
                 problems.append(
@@ -171,20 +175,22 @@ def _jsonl_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any
     return list(columns), records
 
 
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return False
+    if isinstance(value, float):
+        return math.isnan(value)
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+
+
 def _csv_cell(value: Any) -> str:
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
-        return ""
-    text = _text(value)
+    text = value if isinstance(value, str) else "" if _missing(value) else _text(value)
     # A lone "\r" must be quoted too, or a reader splits the row there (pandas leaves it bare).
-    if any(c in text for c in ',"\r\n'):
+    if "," in text or '"' in text or "\n" in text or "\r" in text:
         return '"' + text.replace('"', '""') + '"'
     return text
-
-
-def _jsonl_value(value: Any) -> Any:
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
-        return None
-    return value
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
@@ -198,14 +204,22 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
         *[c for c in df.columns if c not in MANIFEST_COLUMNS and c != "_line"],
     ]
     out = df.reindex(columns=cols)
+    # column by column as Python values: far faster than a cell-by-cell walk of the frame
+    columns = [out[c].tolist() for c in cols]
     if path.suffix == ".jsonl":
+        keys = [str(c) for c in cols]
         lines = [
-            json.dumps({str(k): _jsonl_value(v) for k, v in record.items()}, ensure_ascii=False)
-            for record in out.to_dict(orient="records")
+            json.dumps(
+                {k: None if _missing(v) else v for k, v in zip(keys, row, strict=True)},
+                ensure_ascii=False,
+                default=str,
+            )
+            for row in zip(*columns, strict=True)
         ]
     else:
+        cells = [[_csv_cell(v) for v in column] for column in columns]
         lines = [",".join(_csv_cell(str(c)) for c in cols)]
-        lines += [",".join(_csv_cell(v) for v in row) for row in out.itertuples(index=False)]
+        lines += [",".join(row) for row in zip(*cells, strict=True)]
     text = "".join(f"{line}\n" for line in lines)
     try:
         data = text.encode("utf-8")

@@ -72,13 +72,17 @@ class CsvTable:
     header: list[str]
     #: (first line of the record in the file, its fields); blank lines are left out
     records: list[tuple[int, list[str]]]
+    #: False if some text in the file is not UTF-8 (see encoding_problems)
+    utf8: bool = True
 
     def column(self, index: int) -> str:
         return self.header[index] if index < len(self.header) else f"field {index + 1}"
 
     def encoding_problems(self) -> list[str]:
         """``line N, COLUMN: why`` for every cell that is not UTF-8 text."""
-        found = []
+        found: list[str] = []
+        if self.utf8:
+            return found
         for line, record in self.records:
             for i, value in enumerate(record):
                 why = not_utf8(value)
@@ -122,4 +126,4 @@ def read_csv_table(path: Path, what: str) -> CsvTable:
             raise DataError(
                 f"{what} {path}, line {header_line} (header): column {name!r} appears twice"
             )
-    return CsvTable(path, header, records[1:])
+    return CsvTable(path, header, records[1:], utf8=not_utf8(text) is None)
