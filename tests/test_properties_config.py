@@ -298,3 +298,30 @@ def test_override_errors_say_set_and_later_sections_merge() -> None:
             load_config(path, ["loss.alpha=.inf"])
         cfg = load_config(path, [" loss . beta = 0.25", "loss={omega: 0.5}"])
     assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.omega) == (0.5, 0.25, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("content", "overrides", "message"),
+    [
+        (b"data: {store: s}\n# caf\xe9\n", [], "line 2: not valid YAML (byte 0xe9 is not UTF-8"),
+        (b"data: {store: s}\n", ["--set", "loss.alpha=["], "override 'loss.alpha=['"),
+        (b"data: {store: s}\n", ["--set", "seed=.inf"], "--set: seed: Input should be"),
+        (b"data: {store: s}\nloss: {alpha: .nan}\n", [], "line 2: loss.alpha: Input should be"),
+    ],
+)
+def test_cli_train_with_a_bad_config_is_one_clear_error(
+    tmp_path: Path, content: bytes, overrides: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from emomatch.cli import app
+
+    config = tmp_path / "exp.yaml"
+    config.write_bytes(content)
+    result = CliRunner().invoke(
+        app, ["train", str(config), "--out", str(tmp_path / "r"), *overrides]
+    )
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1
+    assert message in result.output
+    assert not isinstance(result.exception, (UnicodeError, yaml.YAMLError))
