@@ -366,3 +366,12 @@ def test_text_that_cannot_be_utf8_is_refused_when_written(tmp_path: Path) -> Non
         with pytest.raises(DataError, match=r"id 'a', audio: byte 0xe9 is not UTF-8"):
             write_manifest(df, tmp_path / f"m.{suffix}")
         assert not (tmp_path / f"m.{suffix}").exists()
+
+
+def test_cells_larger_than_the_csv_modules_default_limit_read_back(tmp_path: Path) -> None:
+    # e.g. the word timings of an hour of speech in the words column emomatch transcribe writes
+    words = "[" + ", ".join(f'["w{i}", {i}.0, {i}.5]' for i in range(20000)) + "]"
+    df = pd.DataFrame([{c: "" for c in MANIFEST_COLUMNS} | {"id": "a", "words": words}])
+    for suffix in SUFFIXES:
+        back = read_manifest(write_manifest(df, tmp_path / f"m.{suffix}"))
+        assert back["words"].iloc[0] == words and len(words) > 2**17

@@ -16,6 +16,9 @@ from pathlib import Path
 from emomatch.errors import DataError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# The csv module refuses cells over 128 KiB by default; a manifest's ``words`` column (word
+# timings of a long recording from ``emomatch transcribe``) can hold more.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 #: how many offending lines one error lists before it says "and N more"
 SHOWN_PROBLEMS = 5
 
