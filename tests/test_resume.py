@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pytorch_lightning.callbacks import Callback
 
+from emomatch.errors import EmomatchError
 from emomatch.runs import train_and_report
 from tests.conftest import make_config
 
@@ -37,11 +38,11 @@ def losses(run: Path) -> list[str]:
     return [rows[e]["train/loss"] for e in sorted(rows)]
 
 
-def config(store: Path, norm_first: bool, epochs: int = EPOCHS):
+def config(store: Path, norm_first: bool, epochs: int = EPOCHS, **train):
     return make_config(
         store,
         model={"norm_first": norm_first, "dropout": 0.2},
-        train={"max_epochs": epochs},
+        train={"max_epochs": epochs, "schedule": "constant", **train},
     )
 
 
@@ -90,7 +91,27 @@ def test_resume_after_a_crash_mid_epoch_repeats_the_run(
     assert_same_run(resumed, run, straight[norm_first])
 
 
+class StopAfterEpoch(Callback):
+    """Ends training cleanly at an epoch boundary, as Lightning does on a first Ctrl-C."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
 def test_resume_after_a_clean_stop_at_an_epoch_boundary(tiny_store, tmp_path, straight) -> None:
+    run = tmp_path / "run"
+    cfg = config(tiny_store, True)
+    train_and_report(cfg, run, callbacks=[StopAfterEpoch(1)])
+    assert len(losses(run)) == 2
+    resumed = train_and_report(cfg, run, resume=True)
+    assert_same_run(resumed, run, straight[True])
+
+
+def test_resume_with_a_larger_epoch_budget_continues_the_run(tiny_store, tmp_path, straight):
     run = tmp_path / "run"
     train_and_report(config(tiny_store, True, epochs=2), run)
     resumed = train_and_report(config(tiny_store, True), run, resume=True)
@@ -101,6 +122,7 @@ KILL_SCRIPT = """
 import os, signal, sys
 from pytorch_lightning.callbacks import Callback
 from emomatch.config import load_config
+from emomatch.errors import EmomatchError
 from emomatch.runs import train_and_report
 
 class Kill(Callback):
@@ -134,3 +156,20 @@ def test_last_checkpoint_is_written_every_epoch(tiny_store, tmp_path) -> None:
     run = tmp_path / "run"
     train_and_report(cfg, run)
     assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 2
+
+
+def test_resume_with_warm_up_cosine_decay_and_early_stopping(tiny_store, tmp_path) -> None:
+    extra = {"warmup_epochs": 1.5, "schedule": "cosine", "patience": 3, "weight_decay": 0.05}
+    cfg = config(tiny_store, True, epochs=6, **extra)
+    straight = train_and_report(cfg, tmp_path / "straight")
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_and_report(cfg, run, callbacks=[CrashMidEpoch(epoch=3, batch=1)])
+    resumed = train_and_report(cfg, run, resume=True)
+    assert losses(run) == losses(tmp_path / "straight")
+    assert history(run) == history(tmp_path / "straight")
+    for key in FINAL_KEYS:
+        assert resumed[key] == straight[key], key
+    # the decay is laid out over max_epochs, so the budget can no longer change on resume
+    with pytest.raises(EmomatchError, match=r"train\.max_epochs"):
+        train_and_report(config(tiny_store, True, epochs=9, **extra), run, resume=True)

@@ -67,6 +67,12 @@ def train(
     folds: Annotated[
         str | None, typer.Option(help="'all': every fold of the store, mean and std")
     ] = None,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="train N seeds and score their averaged probabilities (an ensemble)"
+        ),
+    ] = 1,
 ) -> None:
     """Train a model (selected on validation), then evaluate it on the test split."""
     _setup_logging()
@@ -82,7 +88,7 @@ def train(
         from emomatch.runs import train_and_report, train_folds
 
         if fold or folds == "all":
-            metrics = train_folds(cfg, run_dir, folds=fold or None, resume=resume)
+            metrics = train_folds(cfg, run_dir, folds=fold or None, resume=resume, seeds=seeds)
             for k, m in metrics["folds"].items():
                 typer.echo(f"fold {k}: test {_scores(m)}")
             typer.echo(
@@ -91,11 +97,17 @@ def train(
                 f"± {100 * metrics['ua_std']:.1f}  -> {run_dir / 'metrics.json'}"
             )
             return
-        metrics = train_and_report(cfg, run_dir, resume=resume)
+        metrics = train_and_report(cfg, run_dir, resume=resume, seeds=seeds)
     except EmomatchError as exc:
         _fail(exc)
         return
     if metrics:
+        if seeds > 1:
+            spread = metrics["per_seed"]
+            typer.echo(
+                f"{seeds} seeds, UA {100 * spread['ua']:.1f} ± {100 * spread['ua_std']:.1f} "
+                "per seed; their ensemble:"
+            )
         typer.echo(f"test {_scores(metrics)}  -> {run_dir / 'metrics.json'}")
 
 
@@ -371,10 +383,11 @@ def evaluate(
 ) -> None:
     """Evaluate a run's best checkpoint on a split and write metrics.json + confusion.png."""
     _setup_logging()
-    from emomatch.evaluation import evaluate_checkpoint, write_report
+    from emomatch.evaluation import evaluate_ensemble, write_report
+    from emomatch.runs import run_checkpoints
 
     try:
-        metrics = evaluate_checkpoint(run / "checkpoints" / "best.ckpt", store=store, split=split)
+        metrics = evaluate_ensemble(run_checkpoints(run), store=store, split=split)
         path = write_report(out or run / "evaluation", metrics)
     except EmomatchError as exc:
         _fail(exc)

@@ -118,8 +118,25 @@ class LossConfig(_Strict):
 class TrainConfig(_Strict):
     batch_size: int = Field(128, ge=2)
     unlabeled_batch_size: int = Field(128, ge=2)
+    #: a small training split still gets this many optimizer steps per epoch: the labelled
+    #: batch shrinks to ceil(n / min_steps_per_epoch) when that is below ``batch_size``
+    #: (0 = always ``batch_size``)
+    min_steps_per_epoch: int = Field(0, ge=0)
     lr: float = Field(1e-3, gt=0.0)
+    #: decoupled weight decay (AdamW); 0 with ``optimizer: adam`` is the paper's plain Adam
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    weight_decay: float = Field(0.0, ge=0.0)
+    #: linear learning-rate warm-up over this many epochs (fractions allowed; 0 = none)
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    #: after warm-up: ``constant`` or ``cosine`` decay to 0 at ``max_epochs``
+    schedule: Literal["constant", "cosine"] = "constant"
     max_epochs: int = Field(20, ge=1)
+    #: early stopping: stop after this many epochs without a better validation score
+    #: (None = train all ``max_epochs``)
+    patience: int | None = Field(None, ge=1)
+    #: checkpoint averaging: the selected model is the weights averaged over the ``average``
+    #: best validation epochs (1 = the best epoch alone)
+    average: int = Field(1, ge=1)
     #: validation metric that selects the checkpoint (ua for IEMOCAP, weighted_f1 for MELD)
     select_metric: Literal["ua", "wa", "wap", "weighted_f1", "macro_f1"] = "ua"
     accelerator: str = "auto"

@@ -14,10 +14,10 @@ from emomatch.config import ExperimentConfig
 from emomatch.data import select_split
 from emomatch.data.folds import choose_folds
 from emomatch.data.splits import require_all_classes
-from emomatch.evaluation import evaluate_checkpoint, write_report
+from emomatch.evaluation import evaluate_checkpoint, evaluate_ensemble, write_report
 from emomatch.metrics import aggregate
 from emomatch.store import FeatureStore
-from emomatch.training import fit
+from emomatch.training import fit, selected_checkpoint
 
 
 def train_and_report(
@@ -25,28 +25,88 @@ def train_and_report(
     run_dir: str | Path,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Fit with selection on validation, then (and only then) evaluate the selected checkpoint on
-    the test split; ``run_dir/metrics.json`` holds the test metrics at its top level."""
+    the test split; ``run_dir/metrics.json`` holds the test metrics at its top level.
+
+    ``seeds > 1`` trains that many runs (seeds ``cfg.seed``, ``cfg.seed + 1`` ...) in
+    ``run_dir/seed_S`` and scores the mean of their predicted probabilities (an ensemble); the
+    per-seed metrics, their mean and spread are kept beside it."""
+    if seeds > 1:
+        return train_seeds(cfg, run_dir, seeds, resume=resume, callbacks=callbacks)
     run_dir = Path(run_dir)
-    best = fit(cfg, run_dir, resume=resume, callbacks=callbacks)
+    selected = fit(cfg, run_dir, resume=resume, callbacks=callbacks)
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return {}
-    validation = evaluate_checkpoint(best, split=cfg.data.validation_split)
-    test = evaluate_checkpoint(best, split=cfg.data.test_split)
-    saved = torch.load(best, map_location="cpu", weights_only=False)
+    validation = evaluate_checkpoint(selected, split=cfg.data.validation_split)
+    test = evaluate_checkpoint(selected, split=cfg.data.test_split)
+    saved = torch.load(selected, map_location="cpu", weights_only=False)
     metrics = {
         **test,
         "validation": validation,
         "selected_on": f"validation {cfg.train.select_metric}",
         "best_epoch": saved.get("epoch"),
+        "averaged_epochs": saved.get("averaged_epochs"),
         "seed": cfg.seed,
         "modalities": list(cfg.data.modalities),
         "semi_supervised": cfg.loss.unlabeled,
-        "checkpoint": str(best.relative_to(run_dir)),
+        "checkpoint": str(selected.relative_to(run_dir)),
     }
     write_report(run_dir, metrics)
+    return metrics
+
+
+def _run_once(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    resume: bool,
+    callbacks: Sequence[Callback] = (),
+    seeds: int = 1,
+) -> dict[str, Any]:
+    """A finished run is read back when resuming, an interrupted one continues, others start."""
+    done = run_dir / "metrics.json"
+    if resume and done.is_file():
+        return dict(json.loads(done.read_text()))
+    # an ensemble's seeds each resume on their own inside it
+    started = seeds > 1 or (run_dir / "checkpoints" / "last.ckpt").is_file()
+    return train_and_report(
+        cfg, run_dir, resume=resume and started, callbacks=callbacks, seeds=seeds
+    )
+
+
+def train_seeds(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    seeds: int,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    """``seeds`` runs that differ only in their seed, and their ensemble (see
+    :func:`train_and_report`)."""
+    out = Path(out)
+    per_seed: dict[str, dict[str, Any]] = {}
+    for i in range(seeds):
+        seed_cfg = cfg.model_copy(deep=True)
+        seed_cfg.seed = cfg.seed + i
+        run = out / f"seed_{seed_cfg.seed}"
+        per_seed[str(seed_cfg.seed)] = _run_once(seed_cfg, run, resume, callbacks)
+    checkpoints = [out / f"seed_{s}" / m["checkpoint"] for s, m in per_seed.items()]
+    validation = evaluate_ensemble(checkpoints, split=cfg.data.validation_split)
+    test = evaluate_ensemble(checkpoints, split=cfg.data.test_split)
+    spread = aggregate(list(per_seed.values()))
+    metrics = {
+        **test,
+        "validation": validation,
+        "selected_on": f"validation {cfg.train.select_metric}, per seed",
+        "ensemble_of_seeds": sorted(int(s) for s in per_seed),
+        "per_seed": {k: v for k, v in spread.items() if k != "confusion"},
+        "seeds": per_seed,
+        "modalities": list(cfg.data.modalities),
+        "semi_supervised": cfg.loss.unlabeled,
+    }
+    write_report(out, metrics)
     return metrics
 
 
@@ -55,6 +115,7 @@ def train_folds(
     out: str | Path,
     folds: Sequence[int] | None = None,
     resume: bool = False,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Train one run per fold (``data.split_field = fold_k``) in ``out/fold_k`` and write the
     mean and std over folds to ``out/metrics.json``; ``folds=None`` means every fold.
@@ -76,13 +137,7 @@ def train_folds(
     for k in chosen:
         fold_cfg = cfg.model_copy(deep=True)
         fold_cfg.data.split_field = f"fold_{k}"
-        run_dir = out / f"fold_{k}"
-        done = run_dir / "metrics.json"
-        if resume and done.is_file():
-            per_fold[str(k)] = json.loads(done.read_text())
-            continue
-        started = (run_dir / "checkpoints" / "last.ckpt").is_file()
-        per_fold[str(k)] = train_and_report(fold_cfg, run_dir, resume=resume and started)
+        per_fold[str(k)] = _run_once(fold_cfg, out / f"fold_{k}", resume, seeds=seeds)
     runs = list(per_fold.values())
     summary = {
         **aggregate(runs),
@@ -94,3 +149,12 @@ def train_folds(
     }
     write_report(out, summary)
     return summary
+
+
+def run_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The checkpoints a finished run is scored with: one, or one per seed of an ensemble."""
+    run_dir = Path(run_dir)
+    seeds = sorted(p for p in run_dir.glob("seed_*") if p.is_dir())
+    if seeds and not (run_dir / "checkpoints").is_dir():
+        return [selected_checkpoint(p) for p in seeds]
+    return [selected_checkpoint(run_dir)]

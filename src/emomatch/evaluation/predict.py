@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,12 @@ def predict_split(module: EmoMatchModule, split: Split, batch_size: int = 256) -
     return torch.cat(probs).numpy()
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    store: str | Path | None = None,
-    split: str | None = None,
-    split_field: str | None = None,
-) -> dict[str, Any]:
-    """Metrics of a checkpoint on one labeled split (default: the run's store and test split)."""
-    module = load_checkpoint(checkpoint)
+def _split_probs(
+    module: EmoMatchModule,
+    store: str | Path | None,
+    split: str | None,
+    split_field: str | None,
+) -> tuple[Split, np.ndarray]:
     data_cfg = module.cfg.data
     store_obj = FeatureStore(store if store is not None else data_cfg.store)
     mods = list(module.shapes)
@@ -80,10 +79,51 @@ def evaluate_checkpoint(
         missing=data_cfg.missing,
     )
     check_finite(rows, mods)
-    probs = predict_split(module, rows)
-    y = rows.labels()
-    metrics = classification_metrics(y, probs.argmax(1), len(module.classes))
+    return rows, predict_split(module, rows)
+
+
+def _metrics(rows: Split, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    metrics = classification_metrics(rows.labels(), probs.argmax(1), len(classes))
     metrics["split"] = rows.name
-    metrics["classes"] = list(module.classes)
+    metrics["classes"] = list(classes)
     metrics["dropped_missing_modality"] = rows.dropped
+    return metrics
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    store: str | Path | None = None,
+    split: str | None = None,
+    split_field: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on one labeled split (default: the run's store and test split)."""
+    module = load_checkpoint(checkpoint)
+    rows, probs = _split_probs(module, store, split, split_field)
+    return _metrics(rows, probs, module.classes)
+
+
+def evaluate_ensemble(
+    checkpoints: Sequence[str | Path],
+    store: str | Path | None = None,
+    split: str | None = None,
+    split_field: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of the mean of several checkpoints' class probabilities (e.g. one per seed) on
+    one labeled split; the checkpoints must share classes and the split's rows."""
+    mean: np.ndarray | None = None
+    rows: Split | None = None
+    classes: list[str] = []
+    for path in checkpoints:
+        module = load_checkpoint(path)
+        these, probs = _split_probs(module, store, split, split_field)
+        if rows is not None and (
+            module.classes != classes or not np.array_equal(these.rows, rows.rows)
+        ):
+            raise DataError(f"{path} does not score the same rows and classes as {checkpoints[0]}")
+        rows, classes = these, module.classes
+        mean = probs if mean is None else mean + probs
+    if rows is None or mean is None:
+        raise EmomatchError("an ensemble needs at least one checkpoint")
+    metrics = _metrics(rows, mean / len(checkpoints), classes)
+    metrics["ensemble"] = len(checkpoints)
     return metrics

@@ -10,11 +10,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from emomatch.config import ExperimentConfig
 from emomatch.errors import ConfigError, EmomatchError
-from emomatch.files import atomic_write_text, hold_lock
+from emomatch.files import atomic_path, atomic_write_text, hold_lock
 from emomatch.runtime import keep_freed_memory
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.persist import LAST, EpochHistory, EveryEpochCheckpoint, checkpoint_epoch
@@ -23,6 +23,8 @@ from emomatch.training.prepare import prepare_training_data
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+TOP_PREFIX = "top-"
+AVERAGED = "averaged.ckpt"
 #: keys that may change between an interrupted run and its resumption
 RESUMABLE_CHANGES = {("train", "max_epochs"), ("train", "progress_bar"), ("train", "num_workers")}
 
@@ -51,6 +53,16 @@ def precision_for(cfg: ExperimentConfig) -> str:
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
+
+
+class TopEpochs(ModelCheckpoint):
+    """The ``average`` best epochs' checkpoints, kept beside ``best.ckpt`` for averaging."""
+
+    @property
+    def state_key(self) -> str:
+        # Lightning keys a callback's saved state by its monitor settings, which this one shares
+        # with the selector; a key of its own keeps both resumable.
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, role="top-k")
 
 
 def check_accelerator(cfg: ExperimentConfig) -> None:
@@ -86,7 +98,11 @@ def fit(
         if not last.is_file():
             raise RunExistsError(f"cannot resume: {last} does not exist")
         old = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
-        changed = [k for k in _differences(old, config_dict) if k not in RESUMABLE_CHANGES]
+        resumable = set(RESUMABLE_CHANGES)
+        if cfg.train.schedule != "constant":
+            # the decay is laid out over max_epochs: another budget is another schedule
+            resumable.discard(("train", "max_epochs"))
+        changed = [k for k in _differences(old, config_dict) if k not in resumable]
         if changed:
             keys = ", ".join(".".join(k) for k in changed)
             raise RunExistsError(f"cannot resume {run_dir}: the config differs in {keys}")
@@ -145,13 +161,30 @@ def _fit_locked(
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
+    selecting: list[Callback] = [selector]
+    if cfg.train.average > 1:
+        selecting.append(
+            TopEpochs(
+                dirpath=ckdir,
+                filename=TOP_PREFIX + "{epoch}",
+                monitor=f"val/{metric}",
+                mode="max",
+                save_top_k=cfg.train.average,
+                enable_version_counter=False,
+                auto_insert_metric_name=False,
+            )
+        )
+    if cfg.train.patience is not None:
+        selecting.append(
+            EarlyStopping(monitor=f"val/{metric}", mode="max", patience=cfg.train.patience)
+        )
     try:
         trainer = pl.Trainer(
             max_epochs=cfg.train.max_epochs,
             accelerator=cfg.train.accelerator,
             devices=cfg.train.devices,
             precision=precision_for(cfg),  # type: ignore[arg-type]
-            callbacks=[selector, EveryEpochCheckpoint(ckdir), *callbacks],
+            callbacks=[*selecting, EveryEpochCheckpoint(ckdir), *callbacks],
             logger=EpochHistory(run_dir / "logs", keep_through=resumed_epoch),
             enable_progress_bar=cfg.train.progress_bar,
             enable_model_summary=False,
@@ -169,4 +202,40 @@ def _fit_locked(
     best = ckdir / "best.ckpt"
     if not best.is_file():
         raise EmomatchError(f"training ended without a best checkpoint in {ckdir}")
+    if cfg.train.average > 1 and trainer.is_global_zero:
+        return average_checkpoints(sorted(ckdir.glob(TOP_PREFIX + "*.ckpt")), ckdir / AVERAGED)
     return best
+
+
+def selected_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint a finished run is scored with: the averaged one where the run averaged
+    its best epochs, else the best epoch's."""
+    ckdir = checkpoint_dir(Path(run_dir))
+    averaged = ckdir / AVERAGED
+    return averaged if averaged.is_file() else ckdir / "best.ckpt"
+
+
+def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
+    """One checkpoint whose weights are the mean of ``paths``' (epochs of one run, so their
+    weights lie close enough for a mean to be a good model, as in Polyak or SWA averaging)."""
+    if not paths:
+        raise EmomatchError(f"no checkpoints to average next to {out}")
+    saved = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    first = saved[0]
+    states = [s["state_dict"] for s in saved]
+    averaged = {}
+    for key, value in states[0].items():
+        if torch.is_floating_point(value):
+            averaged[key] = torch.stack([s[key].float() for s in states]).mean(0).to(value.dtype)
+        else:
+            averaged[key] = value
+    merged = {
+        **first,
+        "state_dict": averaged,
+        "averaged_epochs": sorted(int(s["epoch"]) for s in saved),
+    }
+    merged.pop("optimizer_states", None)
+    merged.pop("lr_schedulers", None)
+    with atomic_path(out) as tmp:
+        torch.save(merged, tmp)
+    return out

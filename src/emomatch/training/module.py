@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -105,5 +106,34 @@ class EmoMatchModule(pl.LightningModule):
                 sync_dist=True,
             )
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.train.lr)
+    def configure_optimizers(self) -> Any:
+        t = self.cfg.train
+        if t.optimizer == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(
+                self.parameters(), lr=t.lr, weight_decay=t.weight_decay
+            )
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        if t.warmup_epochs == 0 and t.schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // t.max_epochs)
+        scale = lr_scale(per_epoch, total, t.warmup_epochs, t.schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, scale)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_scale(per_epoch: int, total: int, warmup_epochs: float, schedule: str) -> Any:
+    """Multiplier of the base learning rate at optimizer step ``s``: linear warm-up, then
+    constant or a cosine decay that reaches 0 at the last step of ``max_epochs``."""
+    warm = int(round(warmup_epochs * per_epoch))
+
+    def scale(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return scale

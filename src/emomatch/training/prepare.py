@@ -45,7 +45,9 @@ class TrainingData:
         use_unlabeled = self.unlabeled is not None
         sampler = TrainBatches(
             len(self.train),
-            cfg.train.batch_size,
+            labeled_batch_size(
+                len(self.train), cfg.train.batch_size, cfg.train.min_steps_per_epoch
+            ),
             len(self.unlabeled) if self.unlabeled is not None else 0,
             cfg.train.unlabeled_batch_size if use_unlabeled else 0,
             seed=cfg.seed,
@@ -72,6 +74,14 @@ class TrainingData:
             generator=torch.Generator().manual_seed(cfg.seed),
         )
         return train, val
+
+
+def labeled_batch_size(n: int, batch_size: int, min_steps: int) -> int:
+    """``batch_size``, made smaller where the split would otherwise give fewer than
+    ``min_steps`` optimizer steps per epoch (a 300-utterance corpus at 128 gets 3)."""
+    if min_steps <= 0:
+        return batch_size
+    return max(2, min(batch_size, -(-n // min_steps)))
 
 
 def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:

@@ -1,0 +1,122 @@
+"""Training options beyond the paper: schedule, weight decay, early stopping, checkpoint
+averaging, small-split batches and seed ensembles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emomatch.evaluation import evaluate_checkpoint, load_checkpoint, predict_split
+from emomatch.runs import run_checkpoints, train_and_report
+from emomatch.training.module import lr_scale
+from emomatch.training.prepare import labeled_batch_size, prepare_training_data
+from tests.conftest import make_config
+from tests.test_resume import history
+
+
+def test_warm_up_then_cosine_reaches_zero_at_the_budget() -> None:
+    scale = lr_scale(per_epoch=10, total=100, warmup_epochs=2, schedule="cosine")
+    assert [scale(s) for s in (0, 9, 19)] == pytest.approx([0.05, 0.5, 1.0])
+    assert scale(20) == pytest.approx(1.0)
+    assert scale(60) == pytest.approx(0.5)
+    assert scale(100) == pytest.approx(0.0)
+    constant = lr_scale(per_epoch=10, total=100, warmup_epochs=0, schedule="constant")
+    assert {constant(s) for s in range(100)} == {1.0}
+
+
+def test_learning_rate_follows_the_schedule_in_training(tiny_store, tmp_path) -> None:
+    cfg = make_config(
+        tiny_store,
+        train={"max_epochs": 3, "warmup_epochs": 1, "schedule": "cosine", "lr": 0.01},
+    )
+    seen: list[float] = []
+
+    from pytorch_lightning.callbacks import Callback
+
+    class Watch(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    train_and_report(cfg, tmp_path / "run", callbacks=[Watch()])
+    per_epoch = len(seen) // 3
+    assert seen[0] == pytest.approx(0.01 / per_epoch)  # warm-up starts small
+    assert max(seen) == pytest.approx(0.01, rel=1e-6)  # reaches the base rate
+    assert seen[-1] < 0.01 * 0.1  # and decays towards 0 by the last step
+    assert seen[per_epoch:] == sorted(seen[per_epoch:], reverse=True)
+
+
+def test_weight_decay_shrinks_the_weights(tiny_store, tmp_path) -> None:
+    norms = {}
+    for wd in (0.0, 0.5):
+        cfg = make_config(tiny_store, train={"max_epochs": 2, "weight_decay": wd})
+        train_and_report(cfg, tmp_path / f"wd{wd}")
+        module = load_checkpoint(tmp_path / f"wd{wd}" / "checkpoints" / "last.ckpt")
+        norms[wd] = sum(float(p.norm()) for p in module.model.parameters())
+    assert norms[0.5] < norms[0.0]
+
+
+def test_early_stopping_ends_the_run_after_patience(tiny_store, tmp_path) -> None:
+    # A learning rate of ~0 never improves on the first epoch: patience 2 stops after epoch 2.
+    cfg = make_config(tiny_store, train={"max_epochs": 10, "patience": 2, "lr": 1e-12})
+    metrics = train_and_report(cfg, tmp_path / "run")
+    assert sorted(history(tmp_path / "run")) == [0, 1, 2]
+    assert metrics["best_epoch"] == 0
+
+
+def test_checkpoint_averaging_averages_the_best_epochs(tiny_store, tmp_path) -> None:
+    cfg = make_config(tiny_store, train={"max_epochs": 4, "average": 3})
+    metrics = train_and_report(cfg, tmp_path / "run")
+    ckdir = tmp_path / "run" / "checkpoints"
+    tops = sorted(ckdir.glob("top-*.ckpt"))
+    assert len(tops) == 3
+    assert metrics["checkpoint"] == "checkpoints/averaged.ckpt"
+    averaged = torch.load(ckdir / "averaged.ckpt", map_location="cpu", weights_only=False)
+    states = [torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in tops]
+    key = next(k for k in averaged["state_dict"] if k.endswith("weight"))
+    expected = torch.stack([s[key] for s in states]).mean(0)
+    assert torch.allclose(averaged["state_dict"][key], expected)
+    assert not torch.equal(states[0][key], states[1][key])
+    assert averaged["averaged_epochs"] == metrics["averaged_epochs"]
+    assert len(metrics["averaged_epochs"]) == 3
+    assert run_checkpoints(tmp_path / "run") == [ckdir / "averaged.ckpt"]
+
+
+def test_small_training_split_gets_smaller_batches(tiny_store) -> None:
+    assert labeled_batch_size(300, 128, 0) == 128
+    assert labeled_batch_size(300, 128, 10) == 30
+    assert labeled_batch_size(3000, 128, 10) == 128
+    cfg = make_config(tiny_store, train={"batch_size": 64, "min_steps_per_epoch": 8})
+    train_loader, _ = prepare_training_data(cfg).loaders(cfg)
+    assert len(train_loader) == 8  # 96 training utterances in batches of 12
+
+
+def test_seed_ensemble_scores_the_mean_probability(tiny_store, tmp_path) -> None:
+    cfg = make_config(tiny_store, train={"max_epochs": 2})
+    metrics = train_and_report(cfg, tmp_path / "ens", seeds=3)
+    assert metrics["ensemble_of_seeds"] == [0, 1, 2]
+    per_seed = [metrics["seeds"][s]["ua"] for s in ("0", "1", "2")]
+    assert metrics["per_seed"]["ua"] == pytest.approx(np.mean(per_seed))
+    assert metrics["per_seed"]["ua_std"] == pytest.approx(np.std(per_seed))
+    # the ensemble's confusion comes from the averaged probabilities, recomputed here
+    checkpoints = run_checkpoints(tmp_path / "ens")
+    assert len(checkpoints) == 3
+    from emomatch.data import select_split
+    from emomatch.store import FeatureStore
+
+    store = FeatureStore(tiny_store)
+    rows = select_split(store, "split", "test", ["acoustic", "visual", "lexical"], True)
+    mean = sum(predict_split(load_checkpoint(c), rows) for c in checkpoints) / 3
+    confusion = np.zeros((4, 4), dtype=int)
+    for t, p in zip(rows.labels(), mean.argmax(1), strict=True):
+        confusion[t, p] += 1
+    assert metrics["confusion"] == confusion.tolist()
+    single = evaluate_checkpoint(checkpoints[0])
+    assert single["confusion"] == metrics["seeds"]["0"]["confusion"]
+    saved = json.loads((tmp_path / "ens" / "metrics.json").read_text())
+    assert saved["ensemble_of_seeds"] == [0, 1, 2]
+    # resuming a finished ensemble trains nothing again
+    again = train_and_report(cfg, tmp_path / "ens", seeds=3, resume=True)
+    assert again["confusion"] == metrics["confusion"]
