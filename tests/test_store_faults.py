@@ -255,13 +255,13 @@ def test_interrupted_synth_leaves_no_half_store(tmp_path, monkeypatch) -> None:
 # -- kills -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(12) if LONG else (0, 1, 3))
+@pytest.mark.parametrize("seed", range(12) if LONG else (0, 1, 2))
 def test_sigkill_at_a_random_moment_then_rerun_gives_every_item_once(
     corpus, tmp_path, seed
 ) -> None:
     """Killed at a random moment with 2 workers, then run again: every item once, the same
     values as an uninterrupted run. Even seeds kill once k parts exist (k random: during
-    extraction), odd seeds after a random time (also during start-up). Seeds 3 mod 4 send
+    extraction), odd seeds after a random time (also during start-up). Seeds 2 mod 4 send
     SIGINT to the process group (Ctrl-C in a terminal); the others SIGKILL, seeds 0 mod 3 to
     the main process only (its workers orphaned), the rest to the whole group."""
     manifest, reference = corpus
@@ -277,17 +277,21 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_every_item_once(
         else:
             time.sleep(rng.uniform(0.0, 3.0))
         interrupted = proc.poll() is None
-        if seed % 4 == 3:
+        if seed % 4 == 2:
             os.killpg(proc.pid, signal.SIGINT)
         elif seed % 3 == 0:
             proc.send_signal(signal.SIGKILL)
         else:
             kill_group(proc)
-        proc.wait(timeout=120)  # an interrupted run must stop, not hang on its workers
+        # An interrupted run stops, never hangs; workers left orphaned by a SIGKILL of the main
+        # process leave on their own (they hold stderr open, so this waits for them too).
+        _, err = proc.communicate(timeout=60)
     finally:
         kill_group(proc)
     if seed % 2 == 0:
         assert interrupted, "the run ended before the kill point"
+    if seed % 4 == 2:
+        assert proc.returncode != 0 and "the parts already written" in err, err[-2000:]
     kept = assert_readable_or_empty(out)
     assert kept <= set(reference)
     for uid, values in (contents(out) if kept else {}).items():

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -125,6 +126,18 @@ def _init_worker(extractors: Mapping[str, Extractor], threads: int) -> None:
         os.environ[var] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+    # A worker holds a write end of its own task queue, so it never sees the queue close: if the
+    # main process is killed (SIGKILL, the OOM killer) the worker would wait forever, holding
+    # its models in memory. It leaves as soon as it is orphaned instead.
+    parent = os.getppid()
+
+    def leave_when_orphaned() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=leave_when_orphaned, name="orphan-watch", daemon=True).start()
     _worker_extractors.clear()
     _worker_extractors.update(extractors)
 
