@@ -331,6 +331,25 @@ def test_meld_csv_never_fails_and_names_lines(rows, edits, truncate, raw, data) 
     assert all(r.emotion in MELD_CLASSES for r in found)
 
 
+def test_meld_csv_not_utf8_keeps_its_utf8_text_and_names_the_line(tmp_path: Path) -> None:
+    base = {name: "1" for name in MELD_HEADER} | {"Emotion": "joy", "Speaker": "Ross"}
+    rows = [
+        base | {"Utterance": "Árbol señor", "Utterance_ID": "0"},
+        base | {"Utterance": "It\x92s", "Utterance_ID": "1"},
+    ]
+    data = meld_csv(rows).replace("It\x92s".encode(), b"It\x92s")
+    path = tmp_path / "train_sent_emo.csv"
+    path.write_bytes(data)
+    problems: list[str] = []
+    found = read_meld_csv(path, "train", problems)
+    # "Á" is c3 81 in UTF-8 and 0x81 has no Windows-1252 letter: a whole-file fallback lost it
+    assert [r.text for r in found] == ["Árbol señor", "It’s"]
+    assert problems == [
+        f"{path}:3: byte 0x92 is not UTF-8 (the file's first); such bytes are read as "
+        "Windows-1252, check the text"
+    ]
+
+
 @given(text=st.text())
 @example(text="Itâ€™s")
 @example(text="\x92\x93\x94")

@@ -37,6 +37,7 @@ from emomatch.corpora.base import (
     media_path,
 )
 from emomatch.corpora.manifest import write_manifest
+from emomatch.corpora.textfile import CP1252_FALLBACK
 from emomatch.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class MeldRow:
         return f"{self.split}_dia{self.dialogue}_utt{self.utterance}"
 
 
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
 _C1_CONTROL = re.compile(r"[\x80-\x9f]")
 
@@ -132,14 +134,21 @@ def repair_text(text: str) -> str:
 
 
 def _decode(path: Path, problems: list[str]) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        # Only the bytes that are not UTF-8 are read as Windows-1252: decoding the whole file
+        # that way would garble its UTF-8 text beyond what repair_text can undo.
+        line = len(_LINE_BREAK.findall(data, 0, exc.start)) + 1
         problems.append(
-            f"{path}: not UTF-8 (byte {exc.start}), read as Windows-1252; check the text"
+            f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 (the file's first); "
+            "such bytes are read as Windows-1252, check the text"
         )
-        return data.decode("cp1252", errors="replace")
+        return data.decode("utf-8-sig", CP1252_FALLBACK)
 
 
 def read_meld_csv(path: Path, split: str, problems: list[str]) -> list[MeldRow]:
