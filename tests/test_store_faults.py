@@ -252,6 +252,39 @@ def test_interrupted_synth_leaves_no_half_store(tmp_path, monkeypatch) -> None:
     assert len(write_synthetic_store(corpus, tmp_path / "synth", part_size=8)) == 70
 
 
+SLOW_SYNTH = """
+import sys, time
+from emomatch.store import StoreWriter
+from emomatch.synthetic import SyntheticCorpus, write_synthetic_store
+real = StoreWriter.write_part
+def slow(self, index, arrays):
+    time.sleep(0.05)
+    return real(self, index, arrays)
+StoreWriter.write_part = slow
+write_synthetic_store(SyntheticCorpus(n_unlabeled=2000), sys.argv[1], part_size=16)
+"""
+
+
+def test_killed_synth_leaves_no_store_and_its_leftover_is_cleaned(tmp_path) -> None:
+    target = tmp_path / "synth"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SYNTH, str(target)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob(".synth.tmp-*/parts/part-*"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+    assert not target.exists()
+    assert len(list(tmp_path.glob(".synth.tmp-*"))) == 1  # the killed writer's, hidden
+    result = runner.invoke(app, ["synth", str(target), "--n-unlabeled", "20"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["synth"]
+    assert len(FeatureStore(target)) == 520
+
+
 # -- kills -----------------------------------------------------------------------------------
 
 

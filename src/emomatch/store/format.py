@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from emomatch import MODALITIES, __version__
-from emomatch.errors import StoreError, WriteError
+from emomatch.errors import LockedError, StoreError, WriteError
 from emomatch.files import (
+    LOCK_FILE,
     atomic_write_text,
     default_file_mode,
     describe_os_error,
@@ -420,6 +421,19 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _remove_abandoned(path: Path) -> None:
+    """Temporary folders of earlier writers of ``path`` that were killed: a folder whose lock
+    is free has no writer left (a live writer holds its lock until the rename)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        if not (tmp / LOCK_FILE).exists():
+            continue  # a writer between creating the folder and locking it
+        try:
+            with hold_lock(tmp, "store"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        except (LockedError, WriteError):
+            continue
+
+
 @contextmanager
 def new_store_folder(path: str | Path) -> Iterator[Path]:
     """For writers of a whole new store (synth, balance-unlabeled): yield a hidden temporary
@@ -438,6 +452,7 @@ def new_store_folder(path: str | Path) -> Iterator[Path]:
 
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise refuse()
+    _remove_abandoned(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
