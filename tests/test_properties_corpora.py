@@ -179,6 +179,15 @@ def test_iemocap_evaluation_never_fails_and_names_lines(items, edits, truncate, 
         assert a.code in IEMOCAP_CODES and a.dialog == DIALOG
 
 
+def test_iemocap_files_that_cannot_be_read_are_reported(tmp_path: Path) -> None:
+    unreadable = tmp_path / f"{DIALOG}.txt"
+    unreadable.mkdir()  # e.g. a folder where the file should be (or no permission)
+    problems: list[str] = []
+    assert parse_evaluation(unreadable, problems) == []
+    assert parse_transcription(unreadable, problems) == {}
+    assert [p.split(": cannot be read")[0] for p in problems] == [str(unreadable)] * 2
+
+
 sentences = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=20)
 
 

@@ -25,6 +25,7 @@ roles swapped, numbered after the first ones, so fold_1.. keep their meaning).
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import re
@@ -147,8 +148,14 @@ def parse_evaluation(path: Path, problems: list[str]) -> list[Annotation]:
     """Header lines of one EmoEvaluation file; a damaged one is reported with file and line and
     skipped, the rest of the file is still read."""
     found: list[Annotation] = []
-    # utf-8-sig: a byte-order mark (a file saved on Windows) must not damage the first header
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read ({exc.strerror or exc}); its utterances skipped")
+        return found
+    # utf-8-sig: a byte-order mark (a file saved on Windows) must not damage the first header;
+    # newline=None: lines end at \n, \r\n or \r, as in any editor
+    with io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=None) as fh:
         for number, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith("%"):
@@ -217,8 +224,14 @@ def parse_transcription(path: Path, problems: list[str] | None = None) -> dict[s
     A line that is not UTF-8 is read as Windows-1252 and reported in ``problems`` with its
     line, so an odd character in the text never passes unnoticed."""
     texts: dict[str, str] = {}
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        if problems is not None:
+            problems.append(f"{path}: cannot be read ({exc.strerror or exc}); text left empty")
+        return texts
     # Split like text mode does (\n, \r\n or a lone \r), but decode line by line.
-    for number, raw in enumerate(_LINE_BREAK.split(path.read_bytes()), start=1):
+    for number, raw in enumerate(_LINE_BREAK.split(data), start=1):
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
