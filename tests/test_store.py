@@ -109,3 +109,27 @@ def test_writer_refuses_ids_already_in_the_store(tmp_path) -> None:
         with pytest.raises(StoreError, match="'u1' is already in"):
             writer.write_part(*part(["u1", "u2"]))
     assert len(FeatureStore(tmp_path / "s")) == 2
+
+
+def test_a_part_that_cannot_be_read_now_is_never_dropped(tmp_path, monkeypatch) -> None:
+    """Permissions or an I/O error are not damage: the writer stops instead of repairing."""
+    import errno
+
+    from emomatch.store.format import PartUnreadableError
+
+    with StoreWriter(tmp_path / "s", ["a", "b"], SPECS) as writer:
+        writer.write_part(*part(["u0", "u1"]))
+    real = np.load
+
+    def denied(file, *args, **kwargs):
+        if str(file).endswith("lexical.npy"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", denied)
+    with pytest.raises(PartUnreadableError, match="cannot read .*lexical.npy: Permission denied"):
+        StoreWriter(tmp_path / "s", ["a", "b"], SPECS)
+    with pytest.raises(StoreError, match="Permission denied"):
+        FeatureStore(tmp_path / "s")
+    monkeypatch.setattr(np, "load", real)
+    assert len(FeatureStore(tmp_path / "s")) == 2

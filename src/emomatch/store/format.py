@@ -92,6 +92,10 @@ class StoreDamagedError(StoreError):
     """Finished parts that cannot be read or that repeat utterances of earlier parts."""
 
 
+class PartUnreadableError(StoreError):
+    """A part that may be sound but could not be read now (permissions, I/O error)."""
+
+
 def _finished_parts(path: Path) -> list[Path]:
     """The store's finished parts in the order they were written (temporary ones excluded)."""
     parts_dir = path / PARTS_DIR
@@ -161,12 +165,19 @@ class ScannedPart:
 def _scan_part(
     part: Path, modalities: Mapping[str, ModalitySpec], fields: Sequence[str]
 ) -> ScannedPart:
-    """Open one finished part (index read, arrays memory-mapped); StoreError says what is wrong."""
+    """Open one finished part (index read, arrays memory-mapped). A damaged part raises
+    StoreError saying what is wrong; a read that fails for another reason (permissions, an I/O
+    error) raises :class:`PartUnreadableError`, so that a writer never drops a sound part it
+    merely could not read."""
     try:
         index = pd.read_parquet(part / INDEX_FILE)
     except FileNotFoundError:
         raise StoreError(f"{INDEX_FILE} is missing") from None
-    except Exception as exc:  # pyarrow raises its own types for a truncated or foreign file
+    except OSError as exc:
+        raise PartUnreadableError(
+            f"cannot read {part / INDEX_FILE}: {describe_os_error(exc)}"
+        ) from None
+    except Exception as exc:  # pyarrow's ArrowInvalid & co. for a truncated or foreign file
         raise StoreError(f"{INDEX_FILE} cannot be read ({type(exc).__name__}: {exc})") from None
     need = [*BASE_COLUMNS, *fields, *(_length_column(m) for m in modalities)]
     missing = [c for c in need if c not in index.columns]
@@ -181,7 +192,9 @@ def _scan_part(
             arr = np.load(file, mmap_mode="r")
         except FileNotFoundError:
             raise StoreError(f"{file.name} is missing") from None
-        except (OSError, ValueError, EOFError) as exc:
+        except OSError as exc:
+            raise PartUnreadableError(f"cannot read {file}: {describe_os_error(exc)}") from None
+        except (ValueError, EOFError) as exc:
             # numpy reports a truncated array as "mmap length is greater than file size".
             raise StoreError(f"{file.name} cannot be read, probably truncated ({exc})") from None
         if arr.shape != (len(index), *spec.shape) or arr.dtype != np.float32:
@@ -207,6 +220,8 @@ def scan_parts(
     for part in _finished_parts(path):
         try:
             scanned = _scan_part(part, modalities, fields)
+        except PartUnreadableError:
+            raise
         except StoreError as exc:
             bad.append((part, str(exc)))
             continue
