@@ -175,7 +175,7 @@ def _scan_part(
         raise StoreError(f"{INDEX_FILE} is missing") from None
     except OSError as exc:
         raise PartUnreadableError(
-            f"cannot read {part / INDEX_FILE}: {describe_os_error(exc)}"
+            f"cannot read {part / INDEX_FILE}: {exc.strerror or exc}"
         ) from None
     except Exception as exc:  # pyarrow's ArrowInvalid & co. for a truncated or foreign file
         raise StoreError(f"{INDEX_FILE} cannot be read ({type(exc).__name__}: {exc})") from None
@@ -193,7 +193,7 @@ def _scan_part(
         except FileNotFoundError:
             raise StoreError(f"{file.name} is missing") from None
         except OSError as exc:
-            raise PartUnreadableError(f"cannot read {file}: {describe_os_error(exc)}") from None
+            raise PartUnreadableError(f"cannot read {file}: {exc.strerror or exc}") from None
         except (ValueError, EOFError) as exc:
             # numpy reports a truncated array as "mmap length is greater than file size".
             raise StoreError(f"{file.name} cannot be read, probably truncated ({exc})") from None
