@@ -187,6 +187,19 @@ def test_lock_refuses_a_second_process_and_is_freed_when_the_holder_is_killed(tm
         holder.wait()
 
 
+def test_file_system_without_locks_warns_and_writes(tmp_path, monkeypatch, caplog) -> None:
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with hold_lock(tmp_path / "s", "store"):
+        atomic_write_text(tmp_path / "s" / "x", "written")
+    assert "without file locks" in caplog.text and "would not be stopped" in caplog.text
+    assert (tmp_path / "s" / "x").read_text() == "written"
+
+
 # -- two writers -----------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import re
 import tempfile
@@ -29,6 +30,9 @@ from pathlib import Path
 from emomatch.errors import LockedError, WriteError
 
 LOCK_FILE = ".lock"
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -167,15 +171,26 @@ def hold_lock(path: str | Path, what: str) -> Iterator[Path]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise WriteError(f"cannot lock {what} {folder}: {describe_os_error(exc)}") from None
-        pid = _holder_pid(key)
-        by = f" (pid {pid})" if pid else ""
-        raise LockedError(
-            f"{what} {folder} is being written by another emomatch process{by}; "
-            "wait for it to finish or use another --out"
-        ) from None
+        if exc.errno in _NO_LOCKS:
+            # Some network and FUSE file systems have no locks at all: refusing to write there
+            # would make emomatch unusable on them, so the run goes on, unguarded, and says so.
+            log.warning(
+                "%s %s is on a file system without file locks (%s): another emomatch "
+                "process writing it at the same time would not be stopped",
+                what,
+                folder,
+                exc.strerror,
+            )
+        else:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise WriteError(f"cannot lock {what} {folder}: {describe_os_error(exc)}") from None
+            pid = _holder_pid(key)
+            by = f" (pid {pid})" if pid else ""
+            raise LockedError(
+                f"{what} {folder} is being written by another emomatch process{by}; "
+                "wait for it to finish or use another --out"
+            ) from None
     try:
         # The pid is only a hint for the message above; the lock is the flock itself.
         os.ftruncate(fd, 0)
