@@ -128,6 +128,61 @@ def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return positions >= lengths.clamp(min=1)[:, None]
 
 
+def _packed_attention(
+    layer: nn.TransformerEncoderLayer, h: torch.Tensor, index: torch.Tensor, pad: torch.Tensor
+) -> torch.Tensor:
+    """The layer's self-attention on packed tokens ``h`` (valid positions only, N x D): the
+    projections run on the N tokens, only the score matrix needs the (batch, time) layout."""
+    attn = layer.self_attn
+    b, t = pad.shape
+    d = h.shape[1]
+    heads = attn.num_heads
+    # A row with no valid position would give NaN scores (and NaN gradients through them):
+    # let it see its first position, as padding_mask does.
+    keys = ~pad
+    keys[:, 0] |= ~keys.any(1)
+    qkv = nn.functional.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+    full = qkv.new_zeros(b * t, 3 * d).index_copy(0, index, qkv)
+    q, k, v = full.view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    out = nn.functional.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=keys[:, None, None, :],
+        dropout_p=attn.dropout if layer.training else 0.0,
+    )
+    out = out.transpose(1, 2).reshape(b * t, d).index_select(0, index)
+    return attn.out_proj(out)
+
+
+def _feedforward(layer: nn.TransformerEncoderLayer, h: torch.Tensor) -> torch.Tensor:
+    return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(h)))))
+
+
+def run_blocks(stack: nn.TransformerEncoder, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """``stack(x, src_key_padding_mask=pad)`` computed on the valid positions only.
+
+    Every per-token operation (projections, feed-forward, LayerNorm, dropout) runs on the
+    packed valid tokens, so padding costs nothing: MELD utterances fill 57 % of 12 word slots
+    and 33 % of 24. Same parameters and the same function on valid positions (padded positions
+    come out as zeros, where the stock stack leaves values that every caller masks anyway).
+    """
+    b, t, d = x.shape
+    index = (~pad).flatten().nonzero().squeeze(1)
+    h = x.reshape(b * t, d).index_select(0, index)
+    for block in stack.layers:
+        layer: nn.TransformerEncoderLayer = block  # type: ignore[assignment]
+        if layer.norm_first:
+            h = h + layer.dropout1(_packed_attention(layer, layer.norm1(h), index, pad))
+            h = h + _feedforward(layer, layer.norm2(h))
+        else:
+            h = layer.norm1(h + layer.dropout1(_packed_attention(layer, h, index, pad)))
+            h = layer.norm2(h + _feedforward(layer, h))
+    if stack.norm is not None:
+        h = stack.norm(h)
+    return x.new_zeros(b * t, d).index_copy(0, index, h).view(b, t, d)
+
+
 class SequenceDAE(nn.Module):
     """Transformer + convolution auto-encoder for frame/word sequences (visual, lexical).
 
@@ -195,7 +250,10 @@ class SequenceDAE(nn.Module):
 
     def contextualize(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder Transformer over position-coded frames (``pad``: True at padding)."""
-        return self.encoder_transformer(self.encoder_positions(x), src_key_padding_mask=pad)
+        x = self.encoder_positions(x)
+        if pad is None:
+            return self.encoder_transformer(x)
+        return run_blocks(self.encoder_transformer, x, pad)
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:
@@ -217,5 +275,9 @@ class SequenceDAE(nn.Module):
         if t < self.max_len or d < self.dim:
             h = nn.functional.pad(h, (0, max(0, self.dim - d), 0, max(0, self.max_len - t)))
         pad = None if lengths is None else padding_mask(lengths, self.max_len)
-        h = self.decoder_transformer(self.decoder_positions(h), src_key_padding_mask=pad)
+        h = self.decoder_positions(h)
+        if pad is None:
+            h = self.decoder_transformer(h)
+        else:
+            h = run_blocks(self.decoder_transformer, h, pad)
         return self.output(h)
