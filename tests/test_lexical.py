@@ -96,6 +96,30 @@ def test_layer_choice_changes_features(extractor) -> None:
     assert not np.allclose(lower.array[: lower.length], last.array[: last.length], atol=1e-2)
 
 
+def test_layers_average_consecutive_hidden_layers(extractor) -> None:
+    import torch
+
+    tok, model = extractor._tokenizer, extractor._model
+    enc = tok(SENTENCE, return_tensors="pt")
+    with torch.no_grad():
+        states = model(**enc, output_hidden_states=True).hidden_states
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    cat = pieces.index("cat")
+    last4 = features(TransformerWordExtractor(layers=4).extract([utt(0, SENTENCE)])[0])
+    expect = torch.stack(states[3:7]).mean(0)[0, cat].numpy()
+    np.testing.assert_allclose(last4.array[1], expect, atol=1e-5)
+    # Counted down from ``layer``: layers 1-2 of the model, not the top two.
+    low = features(TransformerWordExtractor(layer=2, layers=2).extract([utt(0, SENTENCE)])[0])
+    np.testing.assert_allclose(
+        low.array[1], torch.stack(states[1:3]).mean(0)[0, cat].numpy(), atol=1e-5
+    )
+    one = features(extractor.extract([utt(0, SENTENCE)])[0])
+    assert last4.length == one.length
+    assert not np.allclose(last4.array[1], one.array[1], atol=1e-2)
+    assert TransformerWordExtractor(layers=4).spec().extractor["layers"] == 4
+    assert TransformerWordExtractor(layers=4).spec() != extractor.spec()
+
+
 def test_empty_transcript_is_an_item_error_and_the_batch_goes_on(extractor) -> None:
     texts = ["I am so angry!", "", "   \t", "...", "fine"]
     out = extractor.extract([utt(i, t) for i, t in enumerate(texts)])
@@ -129,6 +153,12 @@ def test_bad_options_fail_in_the_constructor(tmp_path) -> None:
         TransformerWordExtractor(pooling="max")
     with pytest.raises(DataError, match="max_words"):
         TransformerWordExtractor(max_words=0)
+    with pytest.raises(DataError, match="layers 8"):
+        TransformerWordExtractor(layers=8)  # 6 layers + embeddings = 7 to average at most
+    with pytest.raises(DataError, match="layers 3"):
+        TransformerWordExtractor(layer=1, layers=3)
+    with pytest.raises(DataError, match="layers 0"):
+        TransformerWordExtractor(layers=0)
 
 
 def test_model_folder_path_and_pickling(extractor) -> None:

@@ -116,8 +116,11 @@ def _fingerprint(path: Path) -> str:
 
 @EXTRACTORS.register("transformer")
 class TransformerWordExtractor:
-    """Word vectors from one hidden layer of a transformer: (max_words, hidden), zero-padded,
+    """Word vectors from a transformer's hidden layers: (max_words, hidden), zero-padded,
     length = number of words kept (the first ``max_words``).
+
+    ``layers`` consecutive hidden layers ending at ``layer`` are averaged (``layers=4``,
+    ``layer=-1``: the mean of the last four), then each word's pieces are pooled.
 
     The whole transcript is encoded, so the kept words' vectors see their full context. The
     model loads on the first :meth:`extract` call, so the extractor is cheap to build and to
@@ -130,6 +133,7 @@ class TransformerWordExtractor:
         self,
         model: str | Path | None = None,
         layer: int = -1,
+        layers: int = 1,
         max_words: int = 22,
         pooling: str = "mean",
         batch_size: int = 32,
@@ -143,20 +147,27 @@ class TransformerWordExtractor:
             self.model_path = _resolve_model(model)
             self.model_name = self.model_path.name
         config = _read_config(self.model_path)
-        hidden, layers = config.get("hidden_size"), config.get("num_hidden_layers")
-        if not isinstance(hidden, int) or not isinstance(layers, int):
+        hidden, layers_total = config.get("hidden_size"), config.get("num_hidden_layers")
+        if not isinstance(hidden, int) or not isinstance(layers_total, int):
             # Other naming schemes (DistilBERT's dim/n_layers, ...) are mapped by transformers.
             from transformers import AutoConfig
 
             auto = AutoConfig.from_pretrained(str(self.model_path))
-            hidden, layers = int(auto.hidden_size), int(auto.num_hidden_layers)
+            hidden, layers_total = int(auto.hidden_size), int(auto.num_hidden_layers)
         self.hidden_size: int = hidden
-        self.num_layers: int = layers
+        self.num_layers: int = layers_total
         # hidden_states holds the embedding output plus one entry per layer.
-        if not -(layers + 1) <= layer <= layers:
+        if not -(layers_total + 1) <= layer <= layers_total:
             raise DataError(
-                f"lexical layer {layer} is out of range for {self.model_name}: it has {layers} "
-                f"layers (use 0..{layers}, 0 = embeddings, or -1..-{layers + 1} from the top)"
+                f"lexical layer {layer} is out of range for {self.model_name}: it has "
+                f"{layers_total} layers (use 0..{layers_total}, 0 = embeddings, or "
+                f"-1..-{layers_total + 1} from the top)"
+            )
+        top = layer if layer >= 0 else layers_total + 1 + layer
+        if not 1 <= layers <= top + 1:
+            raise DataError(
+                f"lexical layers {layers}: averaging {layers} layer(s) down from layer {layer} "
+                f"needs 1..{top + 1} for {self.model_name} (layer 0 is the embeddings)"
             )
         if max_words < 1:
             raise DataError(f"lexical max_words must be at least 1, got {max_words}")
@@ -175,7 +186,9 @@ class TransformerWordExtractor:
                 raise DataError(f"lexical device {device!r} is not a torch device: {exc}") from None
             if dev.type == "cuda" and not torch.cuda.is_available():
                 raise DataError(f"lexical device {device!r}: no CUDA GPU is available")
-        self.layer, self.max_words, self.pooling = layer, max_words, pooling
+        self.layer, self.layers, self.max_words, self.pooling = layer, layers, max_words, pooling
+        #: the hidden_states entries averaged
+        self._span = slice(top + 1 - layers, top + 1)
         self.batch_size, self.device = batch_size, device
         self.fingerprint = _fingerprint(self.model_path)
         self._tokenizer: Any = None
@@ -197,6 +210,7 @@ class TransformerWordExtractor:
                 model=self.model_name,
                 fingerprint=self.fingerprint,
                 layer=self.layer,
+                layers=self.layers,
                 pooling=self.pooling,
                 max_words=self.max_words,
             ),
@@ -289,7 +303,7 @@ class TransformerWordExtractor:
             lengths.append(len(kept))
         with torch.inference_mode():
             out = self._model(**enc.to(self.device), output_hidden_states=True)
-            hidden = out.hidden_states[self.layer].float()
+            hidden = torch.stack(out.hidden_states[self._span]).float().mean(0)
             pooled = torch.bmm(torch.from_numpy(pooling).to(hidden.device), hidden)
         arrays = pooled.cpu().numpy()
         return [Features(arrays[b], lengths[b]) for b in range(len(batch))]
