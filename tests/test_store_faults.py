@@ -365,6 +365,49 @@ def test_ray_actor_that_dies_is_a_clear_error_and_a_rerun_completes(corpus, tmp_
     assert contents(out) == reference
 
 
+@pytest.mark.skipif(not LONG, reason="openSMILE in two workers, killed and rerun (long variant)")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_real_acoustic_extractor_killed_then_rerun_is_identical(corpus, tmp_path, seed) -> None:
+    """The same with the real openSMILE extractor (eGeMAPS, 88 functionals) on the tiny wavs."""
+    from emomatch.extract.acoustic import OpenSmileExtractor
+
+    manifest, _ = corpus
+    reference = tmp_path / "reference"
+    run_extraction(manifest, reference, {"acoustic": OpenSmileExtractor(feature_set="eGeMAPSv02")})
+    args = [
+        "extract",
+        str(manifest),
+        "--out",
+        str(tmp_path / "store"),
+        "--modalities",
+        "acoustic",
+        "--option",
+        "acoustic.feature_set=eGeMAPSv02",
+        "--workers",
+        "2",
+        "--chunk-size",
+        "1",
+        "--no-progress",
+    ]
+    proc = start(args)
+    try:
+        parts = random.Random(seed).randint(2, 20)
+        while proc.poll() is None and len(list((tmp_path / "store/parts").glob("part-*"))) < parts:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before the kill point"
+        kill_group(proc)
+        proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    kept = assert_readable_or_empty(tmp_path / "store")
+    rc, err = finish(start(args))
+    assert rc == 0 and f"skipped (already in the store) {len(kept)}" in err, err[-2000:]
+    a, b = FeatureStore(reference), FeatureStore(tmp_path / "store")
+    assert sorted(a.index["id"]) == sorted(b.index["id"])
+    order_a, order_b = np.argsort(a.index["id"].to_numpy()), np.argsort(b.index["id"].to_numpy())
+    assert np.array_equal(a.fetch("acoustic", order_a), b.fetch("acoustic", order_b))
+
+
 # -- disk full -------------------------------------------------------------------------------
 
 
