@@ -111,6 +111,7 @@ def test_bom_and_line_endings_do_not_change_the_rows(
     df: pd.DataFrame, bom: bool, newline: str
 ) -> None:
     # Rewriting the line endings of a file would also rewrite those inside quoted cells.
+    df = df[[c for c in df.columns if "\r" not in c and "\n" not in c]]
     df = df.map(lambda v: v.replace("\r", " ").replace("\n", " ") if isinstance(v, str) else v)
     with scratch() as folder:
         path = write_manifest(df, folder / "m.csv")
