@@ -120,6 +120,32 @@ def test_layers_average_consecutive_hidden_layers(extractor) -> None:
     assert TransformerWordExtractor(layers=4).spec() != extractor.spec()
 
 
+def test_punctuation_marks_are_positions_of_their_own(extractor) -> None:
+    marks = TransformerWordExtractor(punctuation=True, batch_size=4)
+    words = features(extractor.extract([utt(0, SENTENCE)])[0])
+    both = features(marks.extract([utt(0, SENTENCE)])[0])
+    # The cat was unbelievably happy , wasn't it ?
+    assert (words.length, both.length) == (7, 9)
+    # The model reads the same text either way: the words keep their vectors.
+    np.testing.assert_allclose(both.array[[0, 1, 2, 3, 4, 6, 7]], words.array[:7], atol=1e-5)
+    for mark in (5, 8):
+        assert np.abs(both.array[mark]).sum() > 0
+        assert not np.allclose(both.array[mark], both.array[mark - 1], atol=1e-2)
+    # A transcript of marks only is an utterance here, and an error without punctuation.
+    alone = marks.extract([utt(0, "!"), utt(1, "  ")])
+    assert features(alone[0]).length == 1
+    assert isinstance(alone[1], ItemError) and alone[1].reason == "empty transcript"
+    no_words = extractor.extract([utt(0, "!")])[0]
+    assert isinstance(no_words, ItemError) and "no words" in no_words.reason
+    # Marks count towards max_words.
+    cut = features(TransformerWordExtractor(punctuation=True, max_words=6).extract(
+        [utt(0, SENTENCE)])[0])  # fmt: skip
+    assert cut.length == 6
+    np.testing.assert_allclose(cut.array[5], both.array[5], atol=1e-5)
+    assert marks.spec().extractor["punctuation"] is True
+    assert marks.spec().extractor != extractor.spec().extractor
+
+
 def test_empty_transcript_is_an_item_error_and_the_batch_goes_on(extractor) -> None:
     texts = ["I am so angry!", "", "   \t", "...", "fine"]
     out = extractor.extract([utt(i, t) for i, t in enumerate(texts)])

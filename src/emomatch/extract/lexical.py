@@ -52,7 +52,8 @@ def split_words(text: str) -> list[str]:
 
 def _split_for_model(text: str) -> tuple[list[str], list[bool]]:
     """Words and punctuation marks in order, and which of them are words. The model reads the
-    marks too (they are context: "really?" is not "really."), but only words get vectors."""
+    marks either way (they are context: "really?" is not "really."); whether they also get
+    vectors of their own is the extractor's ``punctuation`` option."""
     found = list(_WORD_OR_MARK.finditer(text))
     return [m.group(0) for m in found], [bool(m.group(1)) for m in found]
 
@@ -120,7 +121,9 @@ class TransformerWordExtractor:
     length = number of words kept (the first ``max_words``).
 
     ``layers`` consecutive hidden layers ending at ``layer`` are averaged (``layers=4``,
-    ``layer=-1``: the mean of the last four), then each word's pieces are pooled.
+    ``layer=-1``: the mean of the last four), then each word's pieces are pooled. With
+    ``punctuation``, each punctuation mark is a position of the sequence as a word is (and
+    counts towards ``max_words``): "?" and "!" carry much of what text says about emotion.
 
     The whole transcript is encoded, so the kept words' vectors see their full context. The
     model loads on the first :meth:`extract` call, so the extractor is cheap to build and to
@@ -136,6 +139,7 @@ class TransformerWordExtractor:
         layers: int = 1,
         max_words: int = 22,
         pooling: str = "mean",
+        punctuation: bool = False,
         batch_size: int = 32,
         device: str = "cpu",
     ) -> None:
@@ -175,6 +179,8 @@ class TransformerWordExtractor:
             raise DataError(
                 f"lexical pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}"
             )
+        if not isinstance(punctuation, bool):
+            raise DataError(f"lexical punctuation must be true or false, got {punctuation!r}")
         if batch_size < 1:
             raise DataError(f"lexical batch_size must be at least 1, got {batch_size}")
         if device != "cpu":
@@ -189,6 +195,7 @@ class TransformerWordExtractor:
         self.layer, self.layers, self.max_words, self.pooling = layer, layers, max_words, pooling
         #: the hidden_states entries averaged
         self._span = slice(top + 1 - layers, top + 1)
+        self.punctuation = punctuation
         self.batch_size, self.device = batch_size, device
         self.fingerprint = _fingerprint(self.model_path)
         self._tokenizer: Any = None
@@ -212,6 +219,7 @@ class TransformerWordExtractor:
                 layer=self.layer,
                 layers=self.layers,
                 pooling=self.pooling,
+                punctuation=self.punctuation,
                 max_words=self.max_words,
             ),
         )
@@ -243,10 +251,10 @@ class TransformerWordExtractor:
         for i, item in enumerate(items):
             text = item.text or ""
             found, is_word = _split_for_model(text)
-            if not any(is_word):
-                results[i] = ItemError(
-                    "empty transcript" if not text.strip() else "empty transcript (no words)"
-                )
+            if not found:
+                results[i] = ItemError("empty transcript")
+            elif not (self.punctuation or any(is_word)):
+                results[i] = ItemError("empty transcript (no words)")
             else:
                 words[i] = (found, is_word)
         if words:
@@ -291,7 +299,7 @@ class TransformerWordExtractor:
             word_ids = enc.word_ids(batch_index=b)
             pieces: dict[int, list[int]] = {}
             for t, w in enumerate(word_ids):
-                if w is not None and is_word[w]:
+                if w is not None and (self.punctuation or is_word[w]):
                     pieces.setdefault(w, []).append(t)
             # A word cut off by the model's token limit has no pieces and is not kept.
             kept = sorted(pieces)[: self.max_words]
