@@ -268,4 +268,20 @@ def test_cli_bad_input_exits_2_with_one_message(tiny_store, tmp_path, args, mess
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
-    assert not (tmp_path / "o" / "summary.json").exists()
+    assert not (tmp_path / "o").exists()  # nothing left behind by a refused run
+
+
+def test_cli_folds_print_mean_and_std(tmp_path) -> None:
+    store = tmp_path / "store"
+    write_synthetic_store(
+        tiny_corpus(speakers=6, folds=3, n_train=60, n_validation=20, n_test=20), store
+    )
+    config = _config_file(tmp_path, store)
+    out = tmp_path / "o"
+    args = ["baseline", config, "--out", str(out), "--fold", "1", "--fold", "3"]
+    result = runner.invoke(app, [*args, "--c-grid", "1", "--model", "logreg"])
+    assert result.exit_code == 0, result.output
+    assert "logreg: mean over 2 fold(s)" in result.output
+    assert sorted(p.name for p in (out / "logreg").glob("fold_*")) == ["fold_1", "fold_3"]
+    assert not (out / "linear_svm").exists()
+    assert runner.invoke(app, ["baseline", "--help"]).exit_code == 0

@@ -38,6 +38,7 @@ from emomatch.data.folds import choose_folds
 from emomatch.data.splits import require_all_classes
 from emomatch.errors import ConfigError, DataError
 from emomatch.evaluation import write_report
+from emomatch.files import atomic_write_text, hold_lock
 from emomatch.metrics import METRIC_KEYS, aggregate, classification_metrics
 from emomatch.store import FeatureStore
 
@@ -306,64 +307,71 @@ def run_baselines(
     the folds in ``out/<name>/metrics.json``, like ``emomatch train --folds all``."""
     _check_options(models, c_grid, class_weight)
     out = Path(out)
+    store = FeatureStore(cfg.data.store)
+    check_shapes(store, list(cfg.data.modalities), cfg.data.expect_shapes)
+    chosen_folds: list[int] | None = None
+    if folds is not None:
+        if isinstance(folds, str) and folds != "all":
+            raise ConfigError(f"folds takes 'all' or fold numbers, got {folds!r}")
+        chosen_folds = choose_folds(store, None if isinstance(folds, str) else list(folds))
+    # Every split is checked before the first fit (as `train --folds` does) and before the
+    # output folder is made, so a bad config leaves nothing behind.
+    fields = [cfg.data.split_field] if chosen_folds is None else [f"fold_{k}" for k in chosen_folds]
+    for split_field in fields:
+        _fit_splits(store, cfg, split_field)
+    with hold_lock(out, "baseline folder"):
+        results = _fit_and_write(cfg, out, chosen_folds, models, c_grid, class_weight)
+        summary = {
+            "split": "test",
+            "selected_on": f"validation {cfg.train.select_metric}",
+            "C_grid": sorted(c_grid),
+            "class_weight": class_weight,
+            "modalities": list(cfg.data.modalities),
+            "folds": chosen_folds,
+            "baselines": {
+                name: {**_compact(m), "metrics": f"{name}/metrics.json"}
+                for name, m in results.items()
+            },
+        }
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return results
+
+
+def _fit_and_write(
+    cfg: ExperimentConfig,
+    out: Path,
+    folds: list[int] | None,
+    models: Sequence[str],
+    c_grid: Sequence[float],
+    class_weight: str,
+) -> dict[str, dict[str, Any]]:
     if folds is None:
         results = fit_baselines(cfg, models, c_grid, class_weight)
         for name, metrics in results.items():
             write_report(out / name, metrics)
-        chosen_folds: list[int] | None = None
-    else:
-        if isinstance(folds, str):
-            if folds != "all":
-                raise ConfigError(f"folds takes 'all' or fold numbers, got {folds!r}")
-            wanted = None
-        else:
-            wanted = list(folds)
-        store = FeatureStore(cfg.data.store)
-        chosen_folds = choose_folds(store, wanted)
-        # Every fold's splits are checked before the first fit, as `train --folds` does.
-        for k in chosen_folds:
-            _fit_splits(store, cfg, f"fold_{k}")
-        per_fold: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in models}
-        for k in chosen_folds:
-            fold_cfg = cfg.model_copy(deep=True)
-            fold_cfg.data.split_field = f"fold_{k}"
-            for name, metrics in fit_baselines(fold_cfg, models, c_grid, class_weight).items():
-                write_report(out / name / f"fold_{k}", metrics)
-                per_fold[name][str(k)] = metrics
-        results = {}
-        for name, runs in per_fold.items():
-            first = next(iter(runs.values()))
-            results[name] = {
-                **aggregate(list(runs.values())),
-                "split": "test",
-                "folds": runs,
-                "classes": first["classes"],
-                "selected_on": first["selected_on"],
-                "baseline": name,
-                "description": BASELINES[name],
-                "C": {k: m["C"] for k, m in runs.items()},
-                "class_weight": class_weight,
-                "modalities": list(cfg.data.modalities),
-                "semi_supervised": False,
-            }
-            write_report(out / name, results[name])
-    summary = {
-        "split": "test",
-        "selected_on": f"validation {cfg.train.select_metric}",
-        "C_grid": sorted(c_grid),
-        "class_weight": class_weight,
-        "modalities": list(cfg.data.modalities),
-        "folds": chosen_folds,
-        "baselines": {
-            name: {**_compact(m), "metrics": f"{name}/metrics.json"} for name, m in results.items()
-        },
-    }
-    write_json(out / "summary.json", summary)
+        return results
+    per_fold: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in models}
+    for k in folds:
+        fold_cfg = cfg.model_copy(deep=True)
+        fold_cfg.data.split_field = f"fold_{k}"
+        for name, metrics in fit_baselines(fold_cfg, models, c_grid, class_weight).items():
+            write_report(out / name / f"fold_{k}", metrics)
+            per_fold[name][str(k)] = metrics
+    results = {}
+    for name, runs in per_fold.items():
+        first = next(iter(runs.values()))
+        results[name] = {
+            **aggregate(list(runs.values())),
+            "split": "test",
+            "folds": runs,
+            "classes": first["classes"],
+            "selected_on": first["selected_on"],
+            "baseline": name,
+            "description": BASELINES[name],
+            "C": {k: m["C"] for k, m in runs.items()},
+            "class_weight": class_weight,
+            "modalities": list(cfg.data.modalities),
+            "semi_supervised": False,
+        }
+        write_report(out / name, results[name])
     return results
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
