@@ -68,6 +68,15 @@ def test_sequences_are_mean_pooled_over_valid_positions_only(tmp_path) -> None:
     np.testing.assert_allclose(z[0, 3:], [-1, 0])  # std 0.5 and a constant dimension kept at 1
 
 
+@pytest.fixture(scope="module")
+def skewed_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Imbalanced classes and weaker signal, where class weights change the fitted models."""
+    path = tmp_path_factory.mktemp("baseline") / "skewed"
+    corpus = tiny_corpus(labeled_class_weights=[0.55, 0.25, 0.12, 0.08], separation=1.0)
+    write_synthetic_store(corpus, path)
+    return path
+
+
 def _direct_features(store: FeatureStore, field: str, value: str) -> tuple[np.ndarray, np.ndarray]:
     """The baseline features computed independently of emomatch.baseline, from the raw store."""
     rows = store.select(field, value)
@@ -81,22 +90,24 @@ def _direct_features(store: FeatureStore, field: str, value: str) -> tuple[np.nd
     return np.concatenate(parts, 1), store.labels(rows)
 
 
+@pytest.mark.parametrize("weight", ["none", "balanced"])
 @pytest.mark.parametrize("name", ["logreg", "linear_svm"])
-def test_metrics_equal_scikit_learn_computed_directly(tiny_store, name) -> None:
-    store = FeatureStore(tiny_store)
-    cfg = make_config(tiny_store, train={"select_metric": "weighted_f1"})
-    got = bl.fit_baselines(cfg, models=[name], c_grid=GRID, class_weight="none")[name]
+def test_metrics_equal_scikit_learn_computed_directly(skewed_store, name, weight) -> None:
+    store = FeatureStore(skewed_store)
+    cfg = make_config(skewed_store, train={"select_metric": "weighted_f1"})
+    got = bl.fit_baselines(cfg, models=[name], c_grid=GRID, class_weight=weight)[name]
 
     xtr, ytr = _direct_features(store, "split", "train")
     xva, yva = _direct_features(store, "split", "validation")
     xte, yte = _direct_features(store, "split", "test")
     scaler = StandardScaler().fit(xtr)
+    cw = None if weight == "none" else "balanced"
     best, best_score, scores = None, -1.0, {}
     for c in GRID:
         model = (
-            LogisticRegression(C=c, max_iter=2000)
+            LogisticRegression(C=c, max_iter=2000, class_weight=cw)
             if name == "logreg"
-            else LinearSVC(C=c, dual="auto", max_iter=10000, random_state=0)
+            else LinearSVC(C=c, dual="auto", max_iter=10000, random_state=0, class_weight=cw)
         ).fit(scaler.transform(xtr), ytr)
         score = f1_score(yva, model.predict(scaler.transform(xva)), average="weighted")
         scores[repr(c)] = score
@@ -114,6 +125,15 @@ def test_metrics_equal_scikit_learn_computed_directly(tiny_store, name) -> None:
     assert got["wap"] == pytest.approx(precision_score(yte, pred, average="weighted"))
     assert got["n"] == len(yte) and got["split"] == "test"
     assert got["selected_on"] == "validation weighted_f1"
+
+
+def test_class_weights_change_the_models(skewed_store) -> None:
+    cfg = make_config(skewed_store)
+    balanced = bl.fit_baselines(cfg, c_grid=GRID, class_weight="balanced")
+    plain = bl.fit_baselines(cfg, c_grid=GRID, class_weight="none")
+    for name in bl.BASELINES:
+        assert balanced[name]["validation_by_C"] != plain[name]["validation_by_C"]
+        assert balanced[name]["class_weight"] == "balanced"
 
 
 def test_choice_of_c_ignores_the_test_labels(tmp_path, tiny_store) -> None:
