@@ -176,6 +176,7 @@ def baseline(
             typer.echo(
                 f"{name}: mean over {len(m['folds'])} fold(s): WAP {100 * m['wap']:.1f} "
                 f"± {100 * m['wap_std']:.1f}  UA {100 * m['ua']:.1f} ± {100 * m['ua_std']:.1f}  "
+                f"WA {100 * m['wa']:.1f} ± {100 * m['wa_std']:.1f}  "
                 f"wF1 {100 * m['weighted_f1']:.1f} ± {100 * m['weighted_f1_std']:.1f}"
             )
         else:
