@@ -683,3 +683,86 @@ def test_ami_word_times_past_any_meeting_are_skipped_not_a_crash(tmp_path: Path)
     prepared = prepare_ami(tmp_path, tmp_path / "out", windows=5, width=2.0, require="")
     assert prepared.counts["left_out_elements"]["untimed word"] == 3
     assert set(" ".join(read_manifest(prepared.manifest)["text"]).split()) <= set("defg")
+
+
+# --- reader options as `emomatch prepare CORPUS ROOT --option KEY=VALUE` passes them: text ------
+
+OPTION_NAMES = {
+    "iemocap": ["labels", "both_orders", "sessions", "absolute_paths", "audio", "layout"],
+    "meld": ["probe", "workers", "absolute_paths", "train_clips", "layout"],
+    "ami": ["width", "windows", "seed", "meetings", "camera_map", "require", "folds", "audio"],
+    "folder": ["transcripts", "absolute_paths"],
+}
+option_text = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "1",
+            "1,2",
+            "0",
+            "-1",
+            "nan",
+            "inf",
+            "1e3",
+            "9" * 30,
+            "true",
+            "x",
+            "A=1,B=2",
+            "A=x",
+            "audio",
+            "acoustic",
+            "4class",
+            ",",
+            "١",
+        ]
+    ),
+    st.text(max_size=8),
+)
+
+
+def make_tree(corpus: str, root: Path) -> None:
+    if corpus == "iemocap":
+        folder = root / "Session1" / "dialog" / "EmoEvaluation"
+        folder.mkdir(parents=True)
+        (folder / f"{DIALOG}.txt").write_text(
+            evaluation_text([(f"{DIALOG}_F000", "neu", 1.0, 2.0, (1.0, 2.0, 3.0))])
+        )
+        wavs = root / "Session1" / "sentences" / "wav" / DIALOG
+        wavs.mkdir(parents=True)
+        (wavs / f"{DIALOG}_F000.wav").write_bytes(b"RIFF")
+    elif corpus == "meld":
+        rows = [{name: "1" for name in MELD_HEADER} | {"Emotion": "joy", "Utterance": "hi"}]
+        (root / "train_sent_emo.csv").write_bytes(meld_csv(rows))
+    elif corpus == "ami":
+        (root / "words").mkdir()
+        (root / "corpusResources").mkdir()
+        (root / "corpusResources" / "meetings.xml").write_bytes(MEETINGS)
+        items = [(w, float(k), k + 0.5) for k, w in enumerate("abcde")]
+        (root / "words" / "ES2002a.A.words.xml").write_bytes(words_xml(items))
+    else:
+        (root / "a.wav").write_bytes(b"RIFF")
+
+
+@given(
+    corpus=st.sampled_from(sorted(OPTION_NAMES)),
+    data=st.data(),
+)
+@example(corpus="iemocap", data=None)
+def test_reader_options_from_the_command_line_run_or_are_one_clear_error(corpus, data) -> None:
+    from emomatch.corpora import prepare_corpus
+
+    if data is None:  # the example that failed before: sessions=1,2 gave a ValueError traceback
+        options = {"sessions": "1,2"}
+    else:
+        names = data.draw(st.lists(st.sampled_from(OPTION_NAMES[corpus]), unique=True, max_size=3))
+        options = {name: data.draw(option_text) for name in names}
+    with scratch() as root:
+        make_tree(corpus, root)
+        try:
+            prepared = prepare_corpus(corpus, root, root / "out", **options)
+        except EmomatchError as exc:
+            str(exc).encode("utf-8")
+            assert "Traceback" not in str(exc)
+            return
+        if prepared.rows:
+            read_manifest(prepared.manifest)

@@ -115,7 +115,7 @@ def _as_float(name: str, value: Any) -> float:
 def _as_int(name: str, value: Any, minimum: int) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         raise ConfigError(f"ami option {name}: {value!r} is not a whole number") from None
     if isinstance(value, float) and value != number:
         raise ConfigError(f"ami option {name}: {value!r} is not a whole number")

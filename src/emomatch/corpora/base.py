@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -75,6 +76,34 @@ def flag_option(value: Any, corpus: str, name: str) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise DataError(f"{corpus} option {name}: expected true or false, got {value!r}")
+
+
+def int_option(value: Any, corpus: str, name: str, minimum: int = 0) -> int:
+    """A whole-number reader option; options may arrive as strings from the command line."""
+    whole = (
+        (isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(value, float) and value.is_integer())
+        or (isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", value) is not None)
+    )
+    if not whole:
+        raise DataError(f"{corpus} option {name}: expected a whole number, got {value!r}")
+    number = int(value)
+    if number < minimum:
+        raise DataError(f"{corpus} option {name}: must be at least {minimum}, got {value!r}")
+    return number
+
+
+def int_list_option(value: Any, corpus: str, name: str, minimum: int = 0) -> list[int]:
+    """``"1,3"``, ``[1, 3]`` or ``2`` -> a list of whole numbers."""
+    if isinstance(value, str):
+        items: list[Any] = [v for v in value.split(",") if v.strip()]
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+    else:
+        items = [value]
+    if not items:
+        raise DataError(f"{corpus} option {name}: empty list")
+    return [int_option(v, corpus, name, minimum) for v in items]
 
 
 def media_path(path: Path, out: Path, absolute: bool) -> str:

@@ -42,6 +42,7 @@ from emomatch.corpora.base import (
     PreparedCorpus,
     check_options,
     flag_option,
+    int_list_option,
     layout_with,
     media_path,
 )
@@ -329,7 +330,7 @@ def read_iemocap(
     paths = _layout(layout)
     present = find_sessions(root, paths)
     if sessions is not None:
-        wanted = sorted({int(s) for s in sessions})
+        wanted = sorted(set(int_list_option(sessions, "IEMOCAP", "sessions", 1)))
         absent = [s for s in wanted if s not in present]
         if absent:
             raise DataError(

@@ -33,6 +33,7 @@ from emomatch.corpora.base import (
     PreparedCorpus,
     check_options,
     flag_option,
+    int_option,
     layout_with,
     media_path,
 )
@@ -281,6 +282,7 @@ def read_meld(
         layout, {"train_clips": train_clips, "dev_clips": dev_clips, "test_clips": test_clips}
     )
     check_clips = flag_option(probe, "MELD", "probe")
+    threads = int_option(workers, "MELD", "workers", 1)
     absolute = flag_option(absolute_paths, "MELD", "absolute_paths")
     if not root.is_dir():
         raise DataError(f"MELD root {root} is not a folder")
@@ -327,7 +329,7 @@ def read_meld(
         for r in rows
         if r.split in with_clips
     }
-    probes = _probe_all(clip_of, check_clips, int(workers))
+    probes = _probe_all(clip_of, check_clips, threads)
 
     records: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
