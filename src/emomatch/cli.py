@@ -119,7 +119,7 @@ def baseline(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="override a config key, e.g. --set data.modalities=[lexical]"),
+        typer.Option("--set", help="override a config key, e.g. --set data.missing=mask"),
     ] = None,
     fold: Annotated[
         list[int] | None,
