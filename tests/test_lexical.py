@@ -48,7 +48,8 @@ def test_shapes_lengths_padding_and_truncation(extractor) -> None:
     texts = ["Hello there.", SENTENCE, LONG]
     out = [features(r) for r in extractor.extract([utt(i, t) for i, t in enumerate(texts)])]
     assert [o.array.shape for o in out] == [(22, 384)] * 3
-    assert [o.length for o in out] == [2, 7, 22]
+    # "Hello there." is two words and a mark; defaults keep marks as positions.
+    assert [o.length for o in out] == [3, 9, 22]
     for o in out:
         assert o.array.dtype == np.float32
         assert np.all(o.array[o.length :] == 0)
@@ -78,10 +79,11 @@ def test_word_vectors_pool_their_pieces(extractor) -> None:
     while pieces[end].startswith("##"):
         end += 1
     assert end - start >= 3  # the test needs a word of several pieces
-    got = features(extractor.extract([utt(0, SENTENCE)])[0])
+    top = TransformerWordExtractor(layers=1)
+    got = features(top.extract([utt(0, SENTENCE)])[0])
     np.testing.assert_allclose(got.array[3], hidden[start:end].mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(got.array[1], hidden[pieces.index("cat")], atol=1e-5)
-    first = TransformerWordExtractor(pooling="first")
+    first = TransformerWordExtractor(pooling="first", layers=1)
     got_first = features(first.extract([utt(0, SENTENCE)])[0])
     np.testing.assert_allclose(got_first.array[3], hidden[start], atol=1e-5)
     assert not np.allclose(got_first.array[3], got.array[3], atol=1e-3)
@@ -90,7 +92,7 @@ def test_word_vectors_pool_their_pieces(extractor) -> None:
 def test_layer_choice_changes_features(extractor) -> None:
     last = features(extractor.extract([utt(0, SENTENCE)])[0])
     top = features(TransformerWordExtractor(layer=6).extract([utt(0, SENTENCE)])[0])
-    lower = features(TransformerWordExtractor(layer=2).extract([utt(0, SENTENCE)])[0])
+    lower = features(TransformerWordExtractor(layer=3).extract([utt(0, SENTENCE)])[0])
     np.testing.assert_allclose(top.array, last.array, atol=1e-5)  # 6 layers: 6 is -1
     assert lower.length == last.length
     assert not np.allclose(lower.array[: lower.length], last.array[: last.length], atol=1e-2)
@@ -113,16 +115,17 @@ def test_layers_average_consecutive_hidden_layers(extractor) -> None:
     np.testing.assert_allclose(
         low.array[1], torch.stack(states[1:3]).mean(0)[0, cat].numpy(), atol=1e-5
     )
-    one = features(extractor.extract([utt(0, SENTENCE)])[0])
+    one = features(TransformerWordExtractor(layers=1).extract([utt(0, SENTENCE)])[0])
     assert last4.length == one.length
     assert not np.allclose(last4.array[1], one.array[1], atol=1e-2)
-    assert TransformerWordExtractor(layers=4).spec().extractor["layers"] == 4
-    assert TransformerWordExtractor(layers=4).spec() != extractor.spec()
+    assert extractor.spec().extractor["layers"] == 4  # the default
+    assert TransformerWordExtractor(layers=1).spec() != extractor.spec()
 
 
 def test_punctuation_marks_are_positions_of_their_own(extractor) -> None:
-    marks = TransformerWordExtractor(punctuation=True, batch_size=4)
-    words = features(extractor.extract([utt(0, SENTENCE)])[0])
+    marks = extractor  # the default
+    no_marks = TransformerWordExtractor(punctuation=False)
+    words = features(no_marks.extract([utt(0, SENTENCE)])[0])
     both = features(marks.extract([utt(0, SENTENCE)])[0])
     # The cat was unbelievably happy , wasn't it ?
     assert (words.length, both.length) == (7, 9)
@@ -135,23 +138,23 @@ def test_punctuation_marks_are_positions_of_their_own(extractor) -> None:
     alone = marks.extract([utt(0, "!"), utt(1, "  ")])
     assert features(alone[0]).length == 1
     assert isinstance(alone[1], ItemError) and alone[1].reason == "empty transcript"
-    no_words = extractor.extract([utt(0, "!")])[0]
+    no_words = no_marks.extract([utt(0, "!")])[0]
     assert isinstance(no_words, ItemError) and "no words" in no_words.reason
     # Marks count towards max_words.
-    cut = features(TransformerWordExtractor(punctuation=True, max_words=6).extract(
-        [utt(0, SENTENCE)])[0])  # fmt: skip
+    cut = features(TransformerWordExtractor(max_words=6).extract([utt(0, SENTENCE)])[0])
     assert cut.length == 6
     np.testing.assert_allclose(cut.array[5], both.array[5], atol=1e-5)
     assert marks.spec().extractor["punctuation"] is True
-    assert marks.spec().extractor != extractor.spec().extractor
+    assert marks.spec().extractor != no_marks.spec().extractor
 
 
 def test_empty_transcript_is_an_item_error_and_the_batch_goes_on(extractor) -> None:
     texts = ["I am so angry!", "", "   \t", "...", "fine"]
     out = extractor.extract([utt(i, t) for i, t in enumerate(texts)])
     assert len(out) == 5
-    assert features(out[0]).length == 4 and features(out[4]).length == 1
-    for bad in out[1:4]:
+    assert features(out[0]).length == 5 and features(out[4]).length == 1
+    assert features(out[3]).length == 3  # marks only: still an utterance
+    for bad in out[1:3]:
         assert isinstance(bad, ItemError) and "empty transcript" in bad.reason
 
 

@@ -124,6 +124,9 @@ class TransformerWordExtractor:
     ``layer=-1``: the mean of the last four), then each word's pieces are pooled. With
     ``punctuation``, each punctuation mark is a position of the sequence as a word is (and
     counts towards ``max_words``): "?" and "!" carry much of what text says about emotion.
+    Both defaults were chosen on MELD train/dev (docs/extraction.md): a logistic regression on
+    the mean word vector scored 46.0 dev weighted F1 with the last layer and words only, 52.5
+    with punctuation, 52.9 with punctuation and the last four layers.
 
     The whole transcript is encoded, so the kept words' vectors see their full context. The
     model loads on the first :meth:`extract` call, so the extractor is cheap to build and to
@@ -136,10 +139,10 @@ class TransformerWordExtractor:
         self,
         model: str | Path | None = None,
         layer: int = -1,
-        layers: int = 1,
+        layers: int = 4,
         max_words: int = 22,
         pooling: str = "mean",
-        punctuation: bool = False,
+        punctuation: bool = True,
         batch_size: int = 32,
         device: str = "cpu",
     ) -> None:
