@@ -766,3 +766,19 @@ def test_reader_options_from_the_command_line_run_or_are_one_clear_error(corpus,
             return
         if prepared.rows:
             read_manifest(prepared.manifest)
+
+
+@pytest.mark.parametrize("value", ["[", "{a: b: c}", "[" * 3000])
+def test_cli_extract_option_value_that_is_not_yaml_is_one_clear_error(
+    tmp_path: Path, value: str
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,audio,video,text,start,end,speaker,label,split\na,,,x,,,s,,train\n")
+    pair = f"acoustic.feature_set={value}"
+    result = runner.invoke(
+        app, ["extract", str(manifest), "--out", str(tmp_path / "S"), "--option", pair]
+    )
+    assert result.exit_code == 2
+    assert (
+        result.output.strip() == f"error: --option {pair!r}: the value is not valid YAML; quote it"
+    )

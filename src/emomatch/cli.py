@@ -194,7 +194,11 @@ def _key_values(pairs: list[str] | None, what: str) -> dict[str, dict[str, objec
         head, dot, name = key.partition(".")
         if not sep or not dot or not head or not name:
             raise EmomatchError(f"{what} {pair!r}: expected MODALITY.KEY=VALUE")
-        out.setdefault(head, {})[name] = yaml.safe_load(value) if value else ""
+        try:
+            parsed = yaml.safe_load(value) if value else ""
+        except (yaml.YAMLError, RecursionError):
+            raise EmomatchError(f"{what} {pair!r}: the value is not valid YAML; quote it") from None
+        out.setdefault(head, {})[name] = parsed
     return out
 
 
