@@ -173,3 +173,33 @@ def test_resume_with_warm_up_cosine_decay_and_early_stopping(tiny_store, tmp_pat
     # the decay is laid out over max_epochs, so the budget can no longer change on resume
     with pytest.raises(EmomatchError, match=r"train\.max_epochs"):
         train_and_report(config(tiny_store, True, epochs=9, **extra), run, resume=True)
+
+
+class CrashInFold(Callback):
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.cfg.data.split_field == self.field and trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_of_folds_keeps_finished_folds_and_every_log_row(tmp_path) -> None:
+    from emomatch.runs import train_folds
+    from emomatch.synthetic import write_synthetic_store
+    from tests.conftest import tiny_corpus
+
+    store = tmp_path / "store"
+    write_synthetic_store(tiny_corpus(speakers=6, folds=3), store)
+    cfg = config(store, True, epochs=3)
+    straight = train_folds(cfg, tmp_path / "straight", folds=[1, 2])
+    out = tmp_path / "cv"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_folds(cfg, out, folds=[1, 2], callbacks=[CrashInFold("fold_2")])
+    finished = (out / "fold_1" / "metrics.json").stat().st_mtime_ns
+    resumed = train_folds(cfg, out, folds=[1, 2], resume=True)
+    assert (out / "fold_1" / "metrics.json").stat().st_mtime_ns == finished  # not redone
+    for k in ("fold_1", "fold_2"):
+        assert history(out / k) == history(tmp_path / "straight" / k)
+    for key in ("ua", "ua_std", "confusion"):
+        assert resumed[key] == straight[key]

@@ -116,6 +116,7 @@ def train_folds(
     folds: Sequence[int] | None = None,
     resume: bool = False,
     seeds: int = 1,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
     """Train one run per fold (``data.split_field = fold_k``) in ``out/fold_k`` and write the
     mean and std over folds to ``out/metrics.json``; ``folds=None`` means every fold.
@@ -137,7 +138,7 @@ def train_folds(
     for k in chosen:
         fold_cfg = cfg.model_copy(deep=True)
         fold_cfg.data.split_field = f"fold_{k}"
-        per_fold[str(k)] = _run_once(fold_cfg, out / f"fold_{k}", resume, seeds=seeds)
+        per_fold[str(k)] = _run_once(fold_cfg, out / f"fold_{k}", resume, callbacks, seeds)
     runs = list(per_fold.values())
     summary = {
         **aggregate(runs),

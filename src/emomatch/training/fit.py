@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,12 @@ def fit(
     """
     run_dir = Path(run_dir)
     check_accelerator(cfg)
+    if launched_rank() != 0:
+        # A process Lightning (or torchrun) started for another device of this run: rank 0
+        # checked, created and locked the run folder; this one only trains beside it.
+        return _fit_locked(
+            cfg, run_dir, prepare_training_data(cfg), _resumed(cfg, run_dir, resume), callbacks
+        )
     ckdir = checkpoint_dir(run_dir)
     last = ckdir / LAST
     saved = run_dir / CONFIG_FILE
@@ -112,7 +119,7 @@ def fit(
         )
     # Everything that can be checked is checked before the run folder gets its first file.
     data = prepare_training_data(cfg)
-    resumed_epoch = checkpoint_epoch(last) if resume else None
+    resumed_epoch = _resumed(cfg, run_dir, resume)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -123,6 +130,19 @@ def fit(
         if created and not (ckdir / LAST).is_file():
             _remove_fresh_run(run_dir)
         raise
+
+
+def launched_rank() -> int:
+    """This process's global rank where a DDP launcher started it (0 otherwise)."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(var, "0")
+        if value.isdigit() and int(value) != 0:
+            return int(value)
+    return 0
+
+
+def _resumed(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> int | None:
+    return checkpoint_epoch(checkpoint_dir(run_dir) / LAST) if resume else None
 
 
 def _remove_fresh_run(run_dir: Path) -> None:
@@ -158,6 +178,10 @@ def _fit_locked(
         mode="max",
         save_top_k=1,
         save_last=False,
+        # Saved at validation end, like last.ckpt after it: Lightning's default (train epoch
+        # end) comes after last.ckpt, which then held the selector's state of the epoch before
+        # and a resumed run could select another epoch.
+        save_on_train_epoch_end=False,
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
@@ -170,13 +194,21 @@ def _fit_locked(
                 monitor=f"val/{metric}",
                 mode="max",
                 save_top_k=cfg.train.average,
+                save_on_train_epoch_end=False,
                 enable_version_counter=False,
                 auto_insert_metric_name=False,
             )
         )
     if cfg.train.patience is not None:
         selecting.append(
-            EarlyStopping(monitor=f"val/{metric}", mode="max", patience=cfg.train.patience)
+            # Checked where the checkpoints are written (validation end), so the counter saved
+            # in last.ckpt is this epoch's and a resumed run stops where the original would.
+            EarlyStopping(
+                monitor=f"val/{metric}",
+                mode="max",
+                patience=cfg.train.patience,
+                check_on_train_epoch_end=False,
+            )
         )
     try:
         trainer = pl.Trainer(
