@@ -137,3 +137,39 @@ def test_config_typo_is_reported_before_lightning_is_imported(tiny_store, tmp_pa
 def test_unknown_key_is_a_config_error_naming_it(tiny_store) -> None:
     with pytest.raises(ConfigError, match="train.max_epoch"):
         make_config(tiny_store, train={"max_epoch": 3})
+
+
+def test_disk_full_while_training_keeps_checkpoints_and_resume_completes(
+    tiny_store, tmp_path, monkeypatch
+) -> None:
+    import errno
+
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from emomatch.errors import WriteError
+
+    cfg = make_config(tiny_store, train={"max_epochs": 4})
+    calls = {"n": 0}
+    original = TorchCheckpointIO.save_checkpoint
+
+    def full_disk(self, checkpoint, path, storage_options=None):
+        calls["n"] += 1
+        if calls["n"] > 3:  # epochs 0 and 1 saved (best + last), then the disk is full
+            with open(path, "wb") as fh:
+                fh.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(WriteError, match="No space left on device.*--resume"):
+        train_and_report(cfg, run)
+    # whatever was written before is whole and readable; no half file is left behind
+    from emomatch.training.persist import checkpoint_epoch
+
+    assert checkpoint_epoch(run / "checkpoints" / "last.ckpt") in (0, 1)
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", original)  # space freed
+    metrics = train_and_report(cfg, run, resume=True)
+    straight = train_and_report(cfg, tmp_path / "straight")
+    assert metrics["confusion"] == straight["confusion"]

@@ -101,6 +101,12 @@ def train(
     except EmomatchError as exc:
         _fail(exc)
         return
+    except OSError as exc:
+        # a write the run could not make (full disk, read-only folder), said in one line
+        from emomatch.files import describe_os_error
+
+        _fail(EmomatchError(f"{exc.filename or run_dir}: {describe_os_error(exc)}"))
+        return
     if metrics:
         if seeds > 1:
             spread = metrics["per_seed"]

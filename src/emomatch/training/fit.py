@@ -11,14 +11,20 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping
 
 from emomatch.config import ExperimentConfig
 from emomatch.errors import ConfigError, EmomatchError
 from emomatch.files import atomic_path, atomic_write_text, hold_lock
 from emomatch.runtime import keep_freed_memory
 from emomatch.training.module import EmoMatchModule
-from emomatch.training.persist import LAST, EpochHistory, EveryEpochCheckpoint, checkpoint_epoch
+from emomatch.training.persist import (
+    LAST,
+    EpochHistory,
+    EveryEpochCheckpoint,
+    SelectingCheckpoint,
+    checkpoint_epoch,
+)
 from emomatch.training.prepare import prepare_training_data
 
 log = logging.getLogger(__name__)
@@ -56,7 +62,7 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
-class TopEpochs(ModelCheckpoint):
+class TopEpochs(SelectingCheckpoint):
     """The ``average`` best epochs' checkpoints, kept beside ``best.ckpt`` for averaging."""
 
     @property
@@ -171,7 +177,7 @@ def _fit_locked(
     module.normalizer.set_stats(data.stats)
     train_loader, val_loader = data.loaders(cfg)
     metric = cfg.train.select_metric
-    selector = ModelCheckpoint(
+    selector = SelectingCheckpoint(
         dirpath=ckdir,
         filename="best",
         monitor=f"val/{metric}",

@@ -16,16 +16,43 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from emomatch.errors import EmomatchError
-from emomatch.files import atomic_write_text
+from emomatch.errors import EmomatchError, WriteError
+from emomatch.files import atomic_write_text, describe_os_error
 
 LAST = "last.ckpt"
 #: a small sidecar saying which epoch ``last.ckpt`` ends, readable without torch
 LAST_INFO = "last.json"
+
+
+def save_atomically(trainer: pl.Trainer, final: Path) -> None:
+    """``trainer.save_checkpoint`` to a temporary file renamed over ``final``: a kill or a full
+    disk mid-write leaves the previous checkpoint whole. A failed write is one clear error."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    try:
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(
+            f"cannot write checkpoint {final}: {describe_os_error(exc)}; the checkpoints "
+            "written before are intact, so `--resume` continues from the last finished epoch"
+        ) from None
+
+
+class SelectingCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (best or top-k epochs), each file written atomically."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        save_atomically(trainer, Path(filepath))
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
 
 
 class EveryEpochCheckpoint(Checkpoint):
@@ -43,13 +70,8 @@ class EveryEpochCheckpoint(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        final = self.dirpath / LAST
-        tmp = self.dirpath / f".{LAST}.tmp"
-        trainer.save_checkpoint(tmp)
+        save_atomically(trainer, self.dirpath / LAST)
         if trainer.is_global_zero:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
             info = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
             atomic_write_text(self.dirpath / LAST_INFO, json.dumps(info) + "\n")
 
@@ -124,8 +146,13 @@ class EpochHistory(Logger):
         writer = csv.DictWriter(out, fieldnames=["epoch", "step", *keys], lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        self.history_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.history_dir / self.FILE, out.getvalue())
+        try:
+            self.history_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.history_dir / self.FILE, out.getvalue())
+        except OSError as exc:
+            raise WriteError(
+                f"cannot write {self.history_dir / self.FILE}: {describe_os_error(exc)}"
+            ) from None
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
