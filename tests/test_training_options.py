@@ -72,8 +72,8 @@ def test_checkpoint_averaging_averages_the_best_epochs(tiny_store, tmp_path) -> 
     ckdir = tmp_path / "run" / "checkpoints"
     tops = sorted(ckdir.glob("top-*.ckpt"))
     assert len(tops) == 3
-    assert metrics["checkpoint"] == "checkpoints/averaged.ckpt"
-    averaged = torch.load(ckdir / "averaged.ckpt", map_location="cpu", weights_only=False)
+    assert metrics["checkpoint"] == "checkpoints/selected.ckpt"
+    averaged = torch.load(ckdir / "selected.ckpt", map_location="cpu", weights_only=False)
     states = [torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in tops]
     key = next(k for k in averaged["state_dict"] if k.endswith("weight"))
     expected = torch.stack([s[key] for s in states]).mean(0)
@@ -81,7 +81,7 @@ def test_checkpoint_averaging_averages_the_best_epochs(tiny_store, tmp_path) -> 
     assert not torch.equal(states[0][key], states[1][key])
     assert averaged["averaged_epochs"] == metrics["averaged_epochs"]
     assert len(metrics["averaged_epochs"]) == 3
-    assert run_checkpoints(tmp_path / "run") == [ckdir / "averaged.ckpt"]
+    assert run_checkpoints(tmp_path / "run") == [ckdir / "selected.ckpt"]
 
 
 def test_small_training_split_gets_smaller_batches(tiny_store) -> None:
@@ -120,3 +120,16 @@ def test_seed_ensemble_scores_the_mean_probability(tiny_store, tmp_path) -> None
     # resuming a finished ensemble trains nothing again
     again = train_and_report(cfg, tmp_path / "ens", seeds=3, resume=True)
     assert again["confusion"] == metrics["confusion"]
+
+
+def test_select_last_keeps_the_last_epochs_and_trains_on_pooled_splits(tiny_store, tmp_path):
+    cfg = make_config(
+        tiny_store,
+        data={"train_split": ["train", "validation"]},
+        train={"max_epochs": 4, "select": "last", "average": 2},
+    )
+    metrics = train_and_report(cfg, tmp_path / "run")
+    assert metrics["averaged_epochs"] == [2, 3]
+    assert metrics["checkpoint"] == "checkpoints/selected.ckpt"
+    data = prepare_training_data(cfg)
+    assert len(data.train) == 96 + 48  # the validation speakers' utterances train too

@@ -44,7 +44,8 @@ class DataConfig(_Strict):
     modalities: list[Modality] = Field(default_factory=lambda: list(ALL_MODALITIES))
     #: index column that assigns each utterance to a split (e.g. ``split`` or ``fold_3``)
     split_field: str = "split"
-    train_split: str = "train"
+    #: one split value, or several pooled (e.g. [train, validation] with ``train.select: last``)
+    train_split: str | list[str] = "train"
     validation_split: str = "validation"
     test_split: str = "test"
     unlabeled_split: str = "unlabeled"
@@ -84,6 +85,9 @@ class ModelConfig(_Strict):
     #: (self-attention then cannot see frame or word order)
     positional: Literal["sinusoidal", "learned", "none"] = "sinusoidal"
     classifier_hidden: list[int] = Field(default_factory=lambda: [128])
+    #: dropout after each hidden layer of the acoustic encoder and of the classifier (the
+    #: paper's MLPs have none; measured on EmoDB, docs/method.md)
+    mlp_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class LossConfig(_Strict):
@@ -134,8 +138,11 @@ class TrainConfig(_Strict):
     #: early stopping: stop after this many epochs without a better validation score
     #: (None = train all ``max_epochs``)
     patience: int | None = Field(None, ge=1)
-    #: checkpoint averaging: the selected model is the weights averaged over the ``average``
-    #: best validation epochs (1 = the best epoch alone)
+    #: the model kept: ``best`` = selected on the validation metric; ``last`` = the last epoch
+    #: (a fixed budget, no selection: validation is only reported)
+    select: Literal["best", "last"] = "best"
+    #: checkpoint averaging: the kept model is the weights averaged over the ``average`` best
+    #: validation epochs (``select: best``) or the ``average`` last epochs (``select: last``)
     average: int = Field(1, ge=1)
     #: validation metric that selects the checkpoint (ua for IEMOCAP, weighted_f1 for MELD)
     select_metric: Literal["ua", "wa", "wap", "weighted_f1", "macro_f1"] = "ua"

@@ -65,14 +65,17 @@ def check_compatible(a: FeatureStore, b: FeatureStore, modalities: Sequence[str]
 def select_split(
     store: FeatureStore,
     field: str,
-    value: str,
+    value: str | Sequence[str],
     modalities: Sequence[str],
     labeled: bool,
     missing: str = "drop",
 ) -> Split:
-    """Rows where ``field == value`` that have all ``modalities`` (``missing="mask"``: at
-    least one of them); labeled splits must be fully labeled."""
-    rows = store.select(field, value)
+    """Rows where ``field == value`` (or any of several values, e.g. train and validation
+    pooled) that have all ``modalities`` (``missing="mask"``: at least one of them); labeled
+    splits must be fully labeled."""
+    values = [value] if isinstance(value, str) else list(value)
+    rows = np.unique(np.concatenate([store.select(field, v) for v in values]))
+    value = value if isinstance(value, str) else "+".join(values)
     if len(rows) == 0:
         raise DataError(f"store {store.path} has no utterance with {field} == {value!r}")
     present = np.stack([store.present(m, rows) for m in modalities])

@@ -28,21 +28,25 @@ def heads_for(width: int, asked: int) -> int:
     return 1
 
 
-def mlp(sizes: Sequence[int], last_activation: bool = False) -> nn.Sequential:
+def mlp(sizes: Sequence[int], last_activation: bool = False, dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers with ReLU between them; ``dropout`` after each hidden ReLU."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or last_activation:
+        hidden = i < len(sizes) - 2
+        if hidden or last_activation:
             layers.append(nn.ReLU())
+        if hidden and dropout > 0:
+            layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
 class AcousticDAE(nn.Module):
     """MLP auto-encoder for utterance-level functionals (1582 -> 512 -> 256 -> 128 and back)."""
 
-    def __init__(self, dim: int, hidden: Sequence[int], latent: int) -> None:
+    def __init__(self, dim: int, hidden: Sequence[int], latent: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.encoder = mlp([dim, *hidden, latent])
+        self.encoder = mlp([dim, *hidden, latent], dropout=dropout)
         self.decoder = mlp([latent, *reversed(hidden), dim])
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

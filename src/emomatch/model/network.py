@@ -50,7 +50,9 @@ class EmotionModel(nn.Module):
             if m == "acoustic":
                 if len(shape) != 1:
                     raise ConfigError(f"acoustic features must be vectors, got shape {shape}")
-                self.daes[m] = AcousticDAE(shape[0], cfg.acoustic_hidden, cfg.latent_dim)
+                self.daes[m] = AcousticDAE(
+                    shape[0], cfg.acoustic_hidden, cfg.latent_dim, dropout=cfg.mlp_dropout
+                )
             else:
                 if len(shape) != 2:
                     raise ConfigError(f"{m} features must be sequences (T x D), got {shape}")
@@ -68,7 +70,8 @@ class EmotionModel(nn.Module):
                     positional=cfg.positional,
                 )
         self.classifier = mlp(
-            [cfg.latent_dim * len(self.modalities), *cfg.classifier_hidden, num_classes]
+            [cfg.latent_dim * len(self.modalities), *cfg.classifier_hidden, num_classes],
+            dropout=cfg.mlp_dropout,
         )
 
     def dae(self, modality: str) -> AcousticDAE | SequenceDAE:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 TOP_PREFIX = "top-"
-AVERAGED = "averaged.ckpt"
+SELECTED = "selected.ckpt"
 #: keys that may change between an interrupted run and its resumption
 RESUMABLE_CHANGES = {("train", "max_epochs"), ("train", "progress_bar"), ("train", "num_workers")}
 
@@ -192,12 +192,16 @@ def _fit_locked(
         auto_insert_metric_name=False,
     )
     selecting: list[Callback] = [selector]
-    if cfg.train.average > 1:
+    keeps_several = cfg.train.select == "last" or cfg.train.average > 1
+    if keeps_several:
+        # the epochs the kept model is made of: the best few, or the last few ("epoch" is
+        # one of Lightning's monitor candidates)
+        by = f"val/{metric}" if cfg.train.select == "best" else "epoch"
         selecting.append(
             TopEpochs(
                 dirpath=ckdir,
                 filename=TOP_PREFIX + "{epoch}",
-                monitor=f"val/{metric}",
+                monitor=by,
                 mode="max",
                 save_top_k=cfg.train.average,
                 save_on_train_epoch_end=False,
@@ -240,17 +244,17 @@ def _fit_locked(
     best = ckdir / "best.ckpt"
     if not best.is_file():
         raise EmomatchError(f"training ended without a best checkpoint in {ckdir}")
-    if cfg.train.average > 1 and trainer.is_global_zero:
-        return average_checkpoints(sorted(ckdir.glob(TOP_PREFIX + "*.ckpt")), ckdir / AVERAGED)
+    if keeps_several and trainer.is_global_zero:
+        return average_checkpoints(sorted(ckdir.glob(TOP_PREFIX + "*.ckpt")), ckdir / SELECTED)
     return best
 
 
 def selected_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint a finished run is scored with: the averaged one where the run averaged
-    its best epochs, else the best epoch's."""
+    """The checkpoint a finished run is scored with: ``selected.ckpt`` where the run kept the
+    last epoch(s) or averaged several, else the best epoch's."""
     ckdir = checkpoint_dir(Path(run_dir))
-    averaged = ckdir / AVERAGED
-    return averaged if averaged.is_file() else ckdir / "best.ckpt"
+    selected = ckdir / SELECTED
+    return selected if selected.is_file() else ckdir / "best.ckpt"
 
 
 def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
