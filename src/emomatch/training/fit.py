@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -111,11 +112,9 @@ def fit(
         if not last.is_file():
             raise RunExistsError(f"cannot resume: {last} does not exist")
         old = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
-        try:
+        with contextlib.suppress(ValueError):
             # a run saved by an earlier version lacks keys added since: they take their defaults
             old = ExperimentConfig.model_validate(old).model_dump(mode="json")
-        except ValueError:
-            pass
         resumable = set(RESUMABLE_CHANGES)
         if cfg.train.schedule != "constant":
             # the decay is laid out over max_epochs: another budget is another schedule
