@@ -45,14 +45,26 @@ class Recorder(Callback):
 def test_test_split_is_never_read_before_final_evaluation(
     tiny_store, tmp_path, monkeypatch
 ) -> None:
+    import emomatch.training.prepare as prepare
+
     store = FeatureStore(tiny_store)
     test_rows = set(store.select("split", "test").tolist())
     events: list[str] = []
     original_fetch, original_labels = FeatureStore.fetch, FeatureStore.labels
+    original_check = prepare.check_finite
+    checking = {"now": False}
+
+    def check_finite(split, modalities):
+        # the one allowed early look: the test features' finiteness, before the first step
+        checking["now"] = True
+        try:
+            return original_check(split, modalities)
+        finally:
+            checking["now"] = False
 
     def fetch(self, modality, rows):
         if test_rows & set(np.asarray(rows).tolist()):
-            events.append("test_read")
+            events.append("test_checked" if checking["now"] else "test_read")
         return original_fetch(self, modality, rows)
 
     def labels(self, rows):
@@ -62,10 +74,12 @@ def test_test_split_is_never_read_before_final_evaluation(
 
     monkeypatch.setattr(FeatureStore, "fetch", fetch)
     monkeypatch.setattr(FeatureStore, "labels", labels)
+    monkeypatch.setattr(prepare, "check_finite", check_finite)
     cfg = make_config(tiny_store, train={"max_epochs": 2})
     train_and_report(cfg, tmp_path / "run", callbacks=[Recorder(events)])
     assert "fit_end" in events and "test_read" in events
     assert "test_read" not in events[: events.index("fit_end")]
+    assert "test_checked" in events[: events.index("fit_end")]
 
 
 class Crash(Callback):

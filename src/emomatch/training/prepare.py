@@ -109,7 +109,7 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
         check_finite(unlabeled, mods)
     # The test split is scored only after training, but a NaN in it must not surface after
     # hours of work: its features (never its labels) are checked for finiteness now.
-    test = select_split(store, d.split_field, d.test_split, mods, True, d.missing)
+    test = select_split(store, d.split_field, d.test_split, mods, False, d.missing)
     check_finite(test, mods)
     log.info(
         "train %d, validation %d, unlabeled %d utterances (%s)",
