@@ -50,10 +50,15 @@ def test_without_a_position_code_attention_is_blind_to_order(norm_first: bool) -
     x = torch.randn(3, T, D, generator=torch.Generator().manual_seed(1))
     perm = torch.randperm(T, generator=torch.Generator().manual_seed(2))
     model = dae("none", norm_first)
+    full = torch.zeros(3, T, dtype=torch.bool)  # a padding mask with nothing padded
     with torch.no_grad():
-        torch.testing.assert_close(
-            model.contextualize(x[:, perm]), model.contextualize(x)[:, perm], atol=1e-5, rtol=0
-        )
+        for pad in (None, full):
+            torch.testing.assert_close(
+                model.contextualize(x[:, perm], pad),
+                model.contextualize(x, pad)[:, perm],
+                atol=1e-5,
+                rtol=0,
+            )
 
 
 @pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
@@ -61,10 +66,12 @@ def test_a_position_code_breaks_permutation_equivariance(positional: str) -> Non
     x = torch.randn(3, T, D, generator=torch.Generator().manual_seed(1))
     perm = torch.randperm(T, generator=torch.Generator().manual_seed(2))
     model = dae(positional)
+    full = torch.zeros(3, T, dtype=torch.bool)
     with torch.no_grad():
-        gap = (model.contextualize(x[:, perm]) - model.contextualize(x)[:, perm]).abs().max()
-    # Far above float rounding (the `none` case above agrees to 1e-5).
-    assert float(gap) > 1e-3
+        for pad in (None, full):
+            moved = model.contextualize(x[:, perm], pad) - model.contextualize(x, pad)[:, perm]
+            # Far above float rounding (the `none` case above agrees to 1e-5).
+            assert float(moved.abs().max()) > 1e-3
 
 
 def test_a_checkpoint_without_the_code_does_not_load_silently() -> None:
