@@ -43,6 +43,8 @@ def _setup_logging() -> None:
         "pytorch_lightning.utilities.rank_zero",
         "lightning_fabric",
         "matplotlib",
+        # says `weights_only` defaults to False at every checkpoint load: nothing to act on
+        "pytorch_lightning.trainer.connectors.checkpoint_connector",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
