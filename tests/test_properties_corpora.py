@@ -39,6 +39,7 @@ from emomatch.corpora.iemocap import (
 from emomatch.corpora.manifest import read_manifest
 from emomatch.corpora.meld import MELD_CLASSES, read_meld, read_meld_csv, repair_text
 from emomatch.errors import DataError, EmomatchError
+from tests.corpus_fixtures import MELD_COLUMNS
 
 runner = CliRunner()
 
@@ -248,19 +249,7 @@ def test_iemocap_reader_writes_a_readable_manifest_or_one_error(items, edits, tr
 
 # --- MELD ---------------------------------------------------------------------------------------
 
-MELD_HEADER = [
-    "Sr No.",
-    "Utterance",
-    "Speaker",
-    "Emotion",
-    "Sentiment",
-    "Dialogue_ID",
-    "Utterance_ID",
-    "Season",
-    "Episode",
-    "StartTime",
-    "EndTime",
-]
+MELD_HEADER = list(MELD_COLUMNS)
 meld_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=15)
 
 
