@@ -133,3 +133,22 @@ def test_select_last_keeps_the_last_epochs_and_trains_on_pooled_splits(tiny_stor
     assert metrics["checkpoint"] == "checkpoints/selected.ckpt"
     data = prepare_training_data(cfg)
     assert len(data.train) == 96 + 48  # the validation speakers' utterances train too
+
+
+def test_seeds_and_evaluate_from_the_command(tiny_store, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from emomatch.cli import app
+
+    config = tmp_path / "config.yaml"
+    config.write_text(make_config(tiny_store, train={"max_epochs": 1}).to_yaml())
+    run = tmp_path / "run"
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", str(config), "--out", str(run), "--seeds", "2"])
+    assert trained.exit_code == 0, trained.output
+    assert "2 seeds, UA" in trained.output and "their ensemble" in trained.output
+    evaluated = runner.invoke(app, ["evaluate", str(run)])
+    assert evaluated.exit_code == 0, evaluated.output
+    again = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert again["confusion"] == json.loads((run / "metrics.json").read_text())["confusion"]
+    assert again["ensemble"] == 2
