@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pytorch_lightning.callbacks import Callback
 
 from emomatch.errors import EmomatchError
 from emomatch.runs import train_and_report
+from emomatch.training.persist import checkpoint_epoch
 from tests.conftest import make_config
 
 EPOCHS = 5
@@ -124,6 +124,7 @@ from pytorch_lightning.callbacks import Callback
 from emomatch.config import load_config
 from emomatch.errors import EmomatchError
 from emomatch.runs import train_and_report
+from emomatch.training.persist import checkpoint_epoch
 
 class Kill(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -145,7 +146,7 @@ def test_resume_after_sigkill_mid_epoch_repeats_the_run(tiny_store, tmp_path, st
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     # Killed inside epoch 3: epochs 0-2 are finished and checkpointed, nothing was finalized.
-    assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 2
+    assert checkpoint_epoch(run / "checkpoints" / "last.ckpt") == 2
     resumed = train_and_report(cfg, run, resume=True)
     assert_same_run(resumed, run, straight[True])
 
@@ -155,7 +156,7 @@ def test_last_checkpoint_is_written_every_epoch(tiny_store, tmp_path) -> None:
     cfg = make_config(tiny_store, train={"max_epochs": 3, "lr": 1e-9})
     run = tmp_path / "run"
     train_and_report(cfg, run)
-    assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 2
+    assert checkpoint_epoch(run / "checkpoints" / "last.ckpt") == 2
 
 
 def test_resume_with_warm_up_cosine_decay_and_early_stopping(tiny_store, tmp_path) -> None:

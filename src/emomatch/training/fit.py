@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def fit(
         # A process Lightning (or torchrun) started for another device of this run: rank 0
         # checked, created and locked the run folder; this one only trains beside it.
         return _fit_locked(
-            cfg, run_dir, prepare_training_data(cfg), _resumed(cfg, run_dir, resume), callbacks
+            cfg, run_dir, prepare_training_data(cfg), _resumed(run_dir, resume), callbacks
         )
     ckdir = checkpoint_dir(run_dir)
     last = ckdir / LAST
@@ -129,7 +130,7 @@ def fit(
         )
     # Everything that can be checked is checked before the run folder gets its first file.
     data = prepare_training_data(cfg)
-    resumed_epoch = _resumed(cfg, run_dir, resume)
+    resumed_epoch = _resumed(run_dir, resume)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -138,7 +139,7 @@ def fit(
     except BaseException:
         # A run that failed before its first checkpoint leaves no folder behind to trip over.
         if created and not (ckdir / LAST).is_file():
-            _remove_fresh_run(run_dir)
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
@@ -151,14 +152,8 @@ def launched_rank() -> int:
     return 0
 
 
-def _resumed(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> int | None:
+def _resumed(run_dir: Path, resume: bool) -> int | None:
     return checkpoint_epoch(checkpoint_dir(run_dir) / LAST) if resume else None
-
-
-def _remove_fresh_run(run_dir: Path) -> None:
-    import shutil
-
-    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _fit_locked(

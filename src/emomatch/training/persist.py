@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from argparse import Namespace
 from pathlib import Path
@@ -24,8 +23,6 @@ from emomatch.errors import EmomatchError, WriteError
 from emomatch.files import atomic_write_text, describe_os_error
 
 LAST = "last.ckpt"
-#: a small sidecar saying which epoch ``last.ckpt`` ends, readable without torch
-LAST_INFO = "last.json"
 
 
 def save_atomically(trainer: pl.Trainer, final: Path) -> None:
@@ -71,9 +68,6 @@ class EveryEpochCheckpoint(Checkpoint):
         if trainer.sanity_checking:
             return
         save_atomically(trainer, self.dirpath / LAST)
-        if trainer.is_global_zero:
-            info = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
-            atomic_write_text(self.dirpath / LAST_INFO, json.dumps(info) + "\n")
 
 
 def checkpoint_epoch(path: Path) -> int:
