@@ -396,11 +396,11 @@ def evaluate(
 ) -> None:
     """Evaluate a run's best checkpoint on a split and write metrics.json + confusion.png."""
     _setup_logging()
-    from emomatch.evaluation import evaluate_ensemble, write_report
+    from emomatch.evaluation import evaluate_checkpoints, write_report
     from emomatch.runs import run_checkpoints
 
     try:
-        metrics = evaluate_ensemble(run_checkpoints(run), store=store, split=split)
+        metrics = evaluate_checkpoints(run_checkpoints(run), [split], store=store)[0]
         path = write_report(out or run / "evaluation", metrics)
     except EmomatchError as exc:
         _fail(exc)

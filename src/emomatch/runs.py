@@ -14,7 +14,7 @@ from emomatch.config import ExperimentConfig
 from emomatch.data import select_split
 from emomatch.data.folds import choose_folds
 from emomatch.data.splits import require_all_classes
-from emomatch.evaluation import evaluate_checkpoint, evaluate_ensemble, write_report
+from emomatch.evaluation import evaluate_checkpoints, write_report
 from emomatch.metrics import aggregate
 from emomatch.store import FeatureStore
 from emomatch.training import fit, selected_checkpoint
@@ -40,9 +40,11 @@ def train_and_report(
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return {}
-    validation = evaluate_checkpoint(selected, split=cfg.data.validation_split)
-    test = evaluate_checkpoint(selected, split=cfg.data.test_split)
-    saved = torch.load(selected, map_location="cpu", weights_only=False)
+    validation, test = evaluate_checkpoints(
+        [selected], [cfg.data.validation_split, cfg.data.test_split]
+    )
+    # only the epoch fields are read: mapped, not the whole file (optimizer state included)
+    saved = torch.load(selected, map_location="cpu", weights_only=False, mmap=True)
     metrics = {
         **test,
         "validation": validation,
@@ -93,8 +95,9 @@ def train_seeds(
         run = out / f"seed_{seed_cfg.seed}"
         per_seed[str(seed_cfg.seed)] = _run_once(seed_cfg, run, resume, callbacks)
     checkpoints = [out / f"seed_{s}" / m["checkpoint"] for s, m in per_seed.items()]
-    validation = evaluate_ensemble(checkpoints, split=cfg.data.validation_split)
-    test = evaluate_ensemble(checkpoints, split=cfg.data.test_split)
+    validation, test = evaluate_checkpoints(
+        checkpoints, [cfg.data.validation_split, cfg.data.test_split]
+    )
     spread = aggregate(list(per_seed.values()))
     metrics = {
         **test,

@@ -2,7 +2,7 @@
 
 from emomatch.evaluation.predict import (
     evaluate_checkpoint,
-    evaluate_ensemble,
+    evaluate_checkpoints,
     load_checkpoint,
     predict_split,
 )
@@ -10,7 +10,7 @@ from emomatch.evaluation.report import plot_confusion, write_report
 
 __all__ = [
     "evaluate_checkpoint",
-    "evaluate_ensemble",
+    "evaluate_checkpoints",
     "load_checkpoint",
     "plot_confusion",
     "predict_split",

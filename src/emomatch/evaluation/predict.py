@@ -90,6 +90,42 @@ def _metrics(rows: Split, probs: np.ndarray, classes: list[str]) -> dict[str, An
     return metrics
 
 
+def evaluate_checkpoints(
+    checkpoints: Sequence[str | Path],
+    splits: Sequence[str | None],
+    store: str | Path | None = None,
+    split_field: str | None = None,
+) -> list[dict[str, Any]]:
+    """Metrics on each labeled split (None: the run's test split) of the mean of the
+    checkpoints' class probabilities: one checkpoint is scored alone, several (e.g. one per
+    seed) as an ensemble, recorded as ``ensemble``: their count. Each checkpoint is loaded once
+    for all splits; they must share classes and score the same rows."""
+    if not checkpoints:
+        raise EmomatchError("evaluation needs at least one checkpoint")
+    rows: list[Split | None] = [None] * len(splits)
+    sums: list[np.ndarray | None] = [None] * len(splits)
+    classes: list[str] | None = None
+    for path in checkpoints:
+        module = load_checkpoint(path)
+        if classes is not None and module.classes != classes:
+            raise DataError(f"{path} has classes {module.classes}, {checkpoints[0]} {classes}")
+        classes = module.classes
+        for i, split in enumerate(splits):
+            these, probs = _split_probs(module, store, split, split_field)
+            before, total = rows[i], sums[i]
+            if before is not None and not np.array_equal(these.rows, before.rows):
+                raise DataError(f"{path} does not score the same rows as {checkpoints[0]}")
+            rows[i], sums[i] = these, probs if total is None else total + probs
+    out = []
+    for scored, total in zip(rows, sums, strict=True):
+        assert scored is not None and total is not None and classes is not None
+        metrics = _metrics(scored, total / len(checkpoints), classes)
+        if len(checkpoints) > 1:
+            metrics["ensemble"] = len(checkpoints)
+        out.append(metrics)
+    return out
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     store: str | Path | None = None,
@@ -97,33 +133,4 @@ def evaluate_checkpoint(
     split_field: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on one labeled split (default: the run's store and test split)."""
-    module = load_checkpoint(checkpoint)
-    rows, probs = _split_probs(module, store, split, split_field)
-    return _metrics(rows, probs, module.classes)
-
-
-def evaluate_ensemble(
-    checkpoints: Sequence[str | Path],
-    store: str | Path | None = None,
-    split: str | None = None,
-    split_field: str | None = None,
-) -> dict[str, Any]:
-    """Metrics of the mean of several checkpoints' class probabilities (e.g. one per seed) on
-    one labeled split; the checkpoints must share classes and the split's rows."""
-    mean: np.ndarray | None = None
-    rows: Split | None = None
-    classes: list[str] = []
-    for path in checkpoints:
-        module = load_checkpoint(path)
-        these, probs = _split_probs(module, store, split, split_field)
-        if rows is not None and (
-            module.classes != classes or not np.array_equal(these.rows, rows.rows)
-        ):
-            raise DataError(f"{path} does not score the same rows and classes as {checkpoints[0]}")
-        rows, classes = these, module.classes
-        mean = probs if mean is None else mean + probs
-    if rows is None or mean is None:
-        raise EmomatchError("an ensemble needs at least one checkpoint")
-    metrics = _metrics(rows, mean / len(checkpoints), classes)
-    metrics["ensemble"] = len(checkpoints)
-    return metrics
+    return evaluate_checkpoints([checkpoint], [split], store, split_field)[0]
