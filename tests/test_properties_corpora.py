@@ -15,10 +15,7 @@ import io
 import math
 import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -40,14 +37,9 @@ from emomatch.corpora.manifest import read_manifest
 from emomatch.corpora.meld import MELD_CLASSES, read_meld, read_meld_csv, repair_text
 from emomatch.errors import DataError, EmomatchError
 from tests.corpus_fixtures import MELD_COLUMNS
+from tests.property_helpers import plain_cell, scratch
 
 runner = CliRunner()
-
-
-@contextmanager
-def scratch() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as folder:
-        yield Path(folder)
 
 
 def mutate(data: bytes, edits: list[tuple[int, bytes]], truncate: int | None) -> bytes:
@@ -559,10 +551,7 @@ def test_transcripts_read_or_one_clear_error(table, edits, truncate, raw, data) 
 
 @given(
     texts=st.lists(
-        st.text(
-            st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='",'),
-            max_size=8,
-        ),
+        plain_cell,
         min_size=1,
         max_size=5,
     ),

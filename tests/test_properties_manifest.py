@@ -9,9 +9,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from emomatch.corpora.manifest import (
     write_manifest,
 )
 from emomatch.errors import DataError
+from tests.property_helpers import plain_cell, scratch
 
 SUFFIXES = ("csv", "jsonl")
 HEADER = ",".join(MANIFEST_COLUMNS)
@@ -38,13 +37,6 @@ seconds = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False))
 extra_name = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8).filter(
     lambda n: n == n.strip() and n not in MANIFEST_COLUMNS and n != "_line"
 )
-
-
-@contextmanager
-def scratch() -> Iterator[Path]:
-    # Hypothesis runs many examples per test: a fresh folder each, not pytest's one tmp_path.
-    with tempfile.TemporaryDirectory() as folder:
-        yield Path(folder)
 
 
 def read_or_clear_error(path: Path) -> pd.DataFrame | None:
@@ -226,10 +218,7 @@ def test_header_only_or_empty_manifest_is_a_clear_error(tmp_path: Path, suffix: 
 
 @given(
     rows=st.lists(
-        st.text(
-            st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters=',"'),
-            max_size=8,
-        ),
+        plain_cell,
         min_size=1,
         max_size=6,
     ),
