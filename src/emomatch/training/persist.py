@@ -73,7 +73,9 @@ class EveryEpochCheckpoint(Checkpoint):
 def checkpoint_epoch(path: Path) -> int:
     """The epoch a checkpoint ends; a damaged file is one clear error, not a zip traceback."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        # mapped: the zip structure and the metadata are read, the tensors are left for the
+        # trainer's own load of the same file
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         return int(saved["epoch"])
     except Exception as exc:  # torch raises RuntimeError, EOFError, pickle errors, KeyError ...
         raise EmomatchError(
