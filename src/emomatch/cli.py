@@ -530,6 +530,48 @@ def info(store: Annotated[Path, typer.Argument(help="feature store folder")]) ->
             typer.echo(f"  {field}={value}: {group.value_counts().to_dict()}")
 
 
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="model bundle written by `emomatch export`")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="prediction threads, each with its own copy of the model")
+    ] = 1,
+    queue: Annotated[
+        int, typer.Option(help="requests that may wait for a busy worker (more get 503)")
+    ] = 8,
+    max_upload_mb: Annotated[float, typer.Option(help="largest upload (more gets 413)")] = 50.0,
+    max_seconds: Annotated[float, typer.Option(help="longest clip (more gets 422)")] = 300.0,
+    segment_seconds: Annotated[
+        float, typer.Option(help="longer clips also get emotion over time in windows this wide")
+    ] = 5.0,
+    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+    transcribe: Annotated[
+        bool | None,
+        typer.Option(
+            "--transcribe/--no-transcribe",
+            help="speech-to-text for clips sent without text (default: when installed)",
+        ),
+    ] = None,
+) -> None:
+    """Serve a model bundle over HTTP: POST /predict, GET /health, the web page at /, the
+    OpenAPI page at /docs."""
+    _setup_logging()
+    from emomatch.serve import ServeSettings, run_server
+
+    try:
+        settings = ServeSettings(
+            max_upload_mb=max_upload_mb,
+            max_seconds=max_seconds,
+            queue=queue,
+            segment_seconds=segment_seconds,
+        )
+        run_server(bundle, host, port, workers, settings, device=device, transcribe=transcribe)
+    except EmomatchError as exc:
+        _fail(exc)
+
+
 def main() -> None:  # pragma: no cover - console entry
     try:
         app()

@@ -1,0 +1,427 @@
+"""The HTTP service: ``POST /predict``, ``GET /health``, the web page at ``/`` and the OpenAPI
+page at ``/docs``.
+
+A request is checked in order of cost: its declared size before its body is read (413), the
+clip's media type before its content is looked at (415), then a probe that opens and times the
+clip (422), and only then does it take a place in the prediction pool (503 when none is left).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from emomatch import __version__
+from emomatch.errors import DataError, EmomatchError
+from emomatch.serve.pool import PoolFull, PredictionPool
+from emomatch.serve.probe import (
+    ClipInfo,
+    UnsupportedMediaType,
+    UnusableClip,
+    check_media_type,
+    probe_clip,
+)
+from emomatch.serve.protocols import PredictionLike, PredictorLike
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: set in a request's scope when its body passed the upload limit while it was being read
+_OVERSIZE = "emomatch.upload_too_large"
+_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The service's limits; every one is a command option of ``emomatch serve``."""
+
+    #: largest request body accepted, MB (10**6 bytes)
+    max_upload_mb: float = 50.0
+    #: longest clip accepted, seconds
+    max_seconds: float = 300.0
+    #: requests that may wait for a busy worker; one more gets 503
+    queue: int = 8
+    #: clips longer than this also get emotion over time in windows of this width
+    segment_seconds: float = 5.0
+    #: longest transcript accepted, characters
+    max_text_chars: int = 5000
+    #: what a 503 answer tells clients to wait before trying again, seconds
+    retry_after_s: int = 5
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_upload_mb <= 0:
+            problems.append(f"max_upload_mb must be positive, got {self.max_upload_mb}")
+        if self.max_seconds <= 0:
+            problems.append(f"max_seconds must be positive, got {self.max_seconds}")
+        if self.queue < 0:
+            problems.append(f"queue must be 0 or more, got {self.queue}")
+        if self.segment_seconds <= 0:
+            problems.append(f"segment_seconds must be positive, got {self.segment_seconds}")
+        if self.max_text_chars < 1:
+            problems.append(f"max_text_chars must be at least 1, got {self.max_text_chars}")
+        if self.retry_after_s < 1:
+            problems.append(f"retry_after_s must be at least 1, got {self.retry_after_s}")
+        if problems:
+            raise EmomatchError("serve settings: " + "; ".join(problems))
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1_000_000)
+
+
+class SegmentOut(BaseModel):
+    start: float | None = Field(description="window start, seconds from the clip's start")
+    end: float | None = Field(description="window end, seconds")
+    label: str | None = Field(description="null where nothing in the window could be used")
+    probabilities: dict[str, float]
+    modalities: list[str] = Field(description="modalities the window's prediction used")
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="the most probable emotion")
+    probabilities: dict[str, float] = Field(description="probability of each class")
+    modalities: list[str] = Field(description="modalities the prediction used")
+    missing: dict[str, str] = Field(
+        description="modalities of the model not used, each with the reason"
+    )
+    seconds: float | None = Field(description="the clip's duration; null for text only")
+    segments: list[SegmentOut] = Field(
+        description="emotion over time in windows, for clips longer than the segment width"
+    )
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    labels: list[str]
+    modalities: list[str]
+    pool: dict[str, int]
+    limits: dict[str, float]
+
+
+def _segment(prediction: PredictionLike) -> SegmentOut:
+    return SegmentOut(
+        start=prediction.start,
+        end=prediction.end,
+        label=prediction.label,
+        probabilities={k: float(v) for k, v in prediction.probabilities.items()},
+        modalities=list(prediction.modalities),
+    )
+
+
+class UploadGate:
+    """ASGI middleware in front of ``POST /predict``: a body over the limit or a full pool is
+    answered before the upload is parsed, and a body that grows past the limit while it
+    streams (no or a false Content-Length) is cut off and answered 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, pool: PredictionPool[Any], retry: int):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.pool = pool
+        self.retry = retry
+
+    def _too_large(self) -> str:
+        return (
+            f"upload larger than this service's limit of {self.max_bytes / 1e6:g} MB; "
+            "send a shorter or more compressed clip"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/predict":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(receive, send, 413, self._too_large())
+            return
+        if self.pool.full():
+            await self._refuse(
+                receive, send, 503, "the service is busy; try again shortly", self.retry
+            )
+            return
+        received = 0
+        over = False
+
+        async def limited() -> Message:
+            nonlocal received, over
+            if over:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    over = True
+                    scope[_OVERSIZE] = True
+                    if message.get("more_body", False):
+                        await self._drain(receive)
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        replaced = False
+
+        async def guarded(message: Message) -> None:
+            nonlocal replaced
+            if not over:
+                await send(message)
+                return
+            # The app answered a cut-off body (a parse error, most likely): say what happened.
+            if message["type"] == "http.response.start" and not replaced:
+                replaced = True
+                await self._send_json(send, 413, self._too_large())
+
+        await self.app(scope, limited, guarded)
+
+    async def _drain(self, receive: Receive) -> None:
+        # Reading the rest keeps the connection usable for the answer; past a generous cap the
+        # client is not worth listening to and the server will close the connection.
+        discarded = 0
+        while discarded <= 16 * self.max_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            discarded += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    async def _refuse(
+        self, receive: Receive, send: Send, status: int, detail: str, retry: int | None = None
+    ) -> None:
+        await self._drain(receive)
+        await self._send_json(send, status, detail, retry)
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, detail: str, retry: int | None = None) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if retry is not None:
+            headers.append((b"retry-after", str(retry).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _save_upload(upload: UploadFile, kind: str) -> Path:
+    """Copy the upload to a file of its own in a new temporary folder (the predictor reads
+    files by path; the suffix helps FFmpeg pick a demuxer)."""
+    suffix = Path(upload.filename or "").suffix.lower()
+    if not _SUFFIX.match(suffix):
+        suffix = "." + kind.split("/", 1)[1].split("+", 1)[0] if "/" in kind else ""
+        suffix = suffix if _SUFFIX.match(suffix) else ".bin"
+    folder = Path(tempfile.mkdtemp(prefix="emomatch-upload-"))
+    path = folder / f"clip{suffix}"
+    try:
+        with open(path, "wb") as fh:
+            upload.file.seek(0)
+            shutil.copyfileobj(upload.file, fh, 1 << 20)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return path
+
+
+def _inputs(
+    predictor_modalities: Sequence[str], info: ClipInfo | None, clip: Path | None, text: str | None
+) -> dict[str, Any]:
+    """The predictor's arguments: the clip as video and/or audio where the model uses that
+    modality and the clip has the stream, the text where the model reads text."""
+    have = set(predictor_modalities)
+    kwargs: dict[str, Any] = {}
+    if info is not None and clip is not None:
+        if info.has_video and "visual" in have:
+            kwargs["video"] = clip
+        if info.has_audio and "acoustic" in have:
+            kwargs["audio"] = clip
+    if text and "lexical" in have:
+        kwargs["text"] = text
+    if kwargs:
+        return kwargs
+    offered = []
+    if info is not None:
+        offered += ["video"] if info.has_video else []
+        offered += ["audio"] if info.has_audio else []
+    offered += ["text"] if text else []
+    raise UnusableClip(
+        f"this model uses {', '.join(predictor_modalities)}; the request holds "
+        f"{' and '.join(offered) or 'nothing'}, none of which it can use"
+    )
+
+
+def create_app(
+    predictors: Sequence[PredictorLike], settings: ServeSettings | None = None
+) -> FastAPI:
+    """The service over ``predictors`` (one per worker thread, all loaded from the same
+    bundle; none is shared between threads)."""
+    settings = settings or ServeSettings()
+    if not predictors:
+        raise EmomatchError("the service needs at least one loaded predictor")
+    first = predictors[0]
+    labels = list(first.labels)
+    modalities = list(first.modalities)
+    pool: PredictionPool[PredictorLike] = PredictionPool(predictors, settings.queue)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        pool.start()
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="emomatch",
+        version=__version__,
+        description=(
+            "Emotion recognition from a clip (audio or video) and/or its transcript with a "
+            f"model bundle. Classes: {', '.join(labels)}. Modalities: {', '.join(modalities)}."
+        ),
+        lifespan=lifespan,
+    )
+    static = resources.files("emomatch.serve") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    busy_headers = {"Retry-After": str(settings.retry_after_s)}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return (static / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/health", response_model=HealthOut)
+    def health() -> HealthOut:
+        """The model's classes and modalities, the workers' load and the upload limits."""
+        return HealthOut(
+            status="ok",
+            version=__version__,
+            labels=labels,
+            modalities=modalities,
+            pool=pool.stats(),
+            limits={
+                "max_upload_mb": settings.max_upload_mb,
+                "max_seconds": settings.max_seconds,
+                "segment_seconds": settings.segment_seconds,
+                "max_text_chars": settings.max_text_chars,
+            },
+        )
+
+    @app.post(
+        "/predict",
+        response_model=PredictionOut,
+        responses={
+            413: {"description": "upload larger than the limit"},
+            415: {"description": "the clip is not audio or video"},
+            422: {"description": "empty, corrupt or too long clip, or nothing usable sent"},
+            503: {"description": "all workers busy and the queue full; see Retry-After"},
+        },
+    )
+    async def predict(
+        request: Request,
+        clip: Annotated[
+            UploadFile | None, File(description="audio or video file (WAV, MP3, MP4, WebM, ...)")
+        ] = None,
+        text: Annotated[str | None, Form(description="transcript of the clip, or text alone")] = (
+            None
+        ),
+    ) -> PredictionOut:
+        """Predict the emotion of a clip, its transcript, or both."""
+        if request.scope.get(_OVERSIZE):
+            raise HTTPException(413, f"upload larger than {settings.max_upload_mb:g} MB")
+        text = (text or "").strip() or None
+        if text is not None and len(text) > settings.max_text_chars:
+            raise HTTPException(
+                422,
+                f"text: {len(text)} characters, more than this service's limit of "
+                f"{settings.max_text_chars}",
+            )
+        # Browsers send an empty file part when no file was chosen.
+        if clip is not None and not clip.filename and not clip.size:
+            clip = None
+        if clip is None and text is None:
+            raise HTTPException(422, "send a clip (form field 'clip'), a 'text', or both")
+        path: Path | None = None
+        info: ClipInfo | None = None
+        try:
+            if clip is not None:
+                try:
+                    kind = check_media_type(clip.content_type, clip.filename)
+                except UnsupportedMediaType as exc:
+                    raise HTTPException(415, str(exc)) from None
+                path = await run_in_threadpool(_save_upload, clip, kind)
+                info = await run_in_threadpool(
+                    probe_clip, path, settings.max_seconds, clip.filename or "upload"
+                )
+            kwargs = _inputs(modalities, info, path, text)
+        except UnusableClip as exc:
+            _remove(path)
+            raise HTTPException(422, str(exc)) from None
+        except BaseException:
+            _remove(path)
+            raise
+        long_clip = info is not None and info.seconds > settings.segment_seconds
+
+        def work(predictor: PredictorLike) -> PredictionOut:
+            whole = predictor.predict(**kwargs)
+            if whole.label is None:
+                reasons = "; ".join(f"{m}: {r}" for m, r in whole.missing.items())
+                raise DataError(f"nothing in the request could be used ({reasons})")
+            windows = (
+                predictor.predict_segments(**kwargs, width=settings.segment_seconds)
+                if long_clip
+                else []
+            )
+            return PredictionOut(
+                label=whole.label,
+                probabilities={k: float(v) for k, v in whole.probabilities.items()},
+                modalities=list(whole.modalities),
+                missing=dict(whole.missing),
+                seconds=None if info is None else round(info.seconds, 3),
+                segments=[_segment(w) for w in windows],
+            )
+
+        try:
+            return await pool.run(work, cleanup=lambda: _remove(path))
+        except PoolFull as exc:
+            _remove(path)
+            raise HTTPException(503, f"{exc}; try again shortly", headers=busy_headers) from None
+        except EmomatchError as exc:
+            # The predictor's own checks (a stream that fails mid-way, no speech, no face
+            # where one is required) name the temporary copy: name the upload instead.
+            message = str(exc)
+            if path is not None:
+                message = message.replace(str(path), (clip.filename if clip else None) or "upload")
+            raise HTTPException(422, message) from None
+
+    # Outermost but for Starlette's error handler: it sees the raw body stream.
+    app.add_middleware(
+        UploadGate,
+        max_bytes=settings.max_upload_bytes,
+        pool=pool,
+        retry=settings.retry_after_s,
+    )
+    app.state.settings = asdict(settings)
+    return app
+
+
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path.parent, ignore_errors=True)
