@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from emomatch.errors import DataError, EmomatchError
 from emomatch.metrics import classification_metrics
 from emomatch.store import FeatureStore
 from emomatch.training import EmoMatchModule
+
+log = logging.getLogger(__name__)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> EmoMatchModule:
@@ -48,15 +51,40 @@ def predict_split(module: EmoMatchModule, split: Split, batch_size: int = 256) -
     return torch.cat(probs).numpy()
 
 
+def check_same_features(module: EmoMatchModule, store: FeatureStore) -> None:
+    """Refuse a store whose features were made otherwise than the model's training features
+    (another extractor setting or version), naming the first differing setting. The training
+    store is where the record is; when it has moved away the check cannot be made and is
+    skipped with a warning."""
+    from emomatch.extract.provenance import check_provenance, store_provenance
+
+    trained = Path(module.cfg.data.store)
+    if store.path.resolve() == trained.resolve():
+        return
+    if not (trained / "store.json").is_file():
+        log.warning(
+            "the run's training store %s is gone: cannot check that %s holds features made "
+            "the same way",
+            trained,
+            store.path,
+        )
+        return
+    mods = list(module.shapes)
+    expected = store_provenance(FeatureStore(trained), mods)
+    check_provenance(expected, store_provenance(store, mods), where=f"store {store.path}")
+
+
 def _split_probs(
     module: EmoMatchModule,
     store: str | Path | None,
-    split: str | None,
+    split: str | Sequence[str] | None,
     split_field: str | None,
 ) -> tuple[Split, np.ndarray]:
     data_cfg = module.cfg.data
     store_obj = FeatureStore(store if store is not None else data_cfg.store)
     mods = list(module.shapes)
+    if store is not None:
+        check_same_features(module, store_obj)
     for m in mods:
         if m not in store_obj.modalities:
             raise DataError(f"store {store_obj.path} has no {m} features; the model needs them")
@@ -92,7 +120,7 @@ def _metrics(rows: Split, probs: np.ndarray, classes: list[str]) -> dict[str, An
 
 def evaluate_checkpoints(
     checkpoints: Sequence[str | Path],
-    splits: Sequence[str | None],
+    splits: Sequence[str | Sequence[str] | None],
     store: str | Path | None = None,
     split_field: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -129,8 +157,26 @@ def evaluate_checkpoints(
 def evaluate_checkpoint(
     checkpoint: str | Path,
     store: str | Path | None = None,
-    split: str | None = None,
+    split: str | Sequence[str] | None = None,
     split_field: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on one labeled split (default: the run's store and test split)."""
     return evaluate_checkpoints([checkpoint], [split], store, split_field)[0]
+
+
+def evaluate_run(
+    run: str | Path,
+    split: str | None = None,
+    store: str | Path | None = None,
+    out: str | Path | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """``emomatch evaluate``: a finished run (one checkpoint, or a seed ensemble) scored on a
+    split of its store or of ``store`` (refused when made with other extractor settings);
+    metrics.json and the confusion picture go to ``out`` (default ``run/evaluation``)."""
+    from emomatch.evaluation.report import write_report
+    from emomatch.runs import run_checkpoints
+
+    run = Path(run)
+    metrics = evaluate_checkpoints(run_checkpoints(run), [split], store=store)[0]
+    path = write_report(Path(out) if out is not None else run / "evaluation", metrics)
+    return metrics, path

@@ -32,7 +32,14 @@ import pandas as pd
 from emomatch import MODALITIES
 from emomatch.corpora.manifest import read_manifest, resolve_media, validate_manifest
 from emomatch.errors import DataError, WorkerError, WriteError
-from emomatch.extract.base import EXTRACTORS, Extractor, Features, ItemError, Utterance
+from emomatch.extract.base import (
+    EXTRACTORS,
+    Extractor,
+    Features,
+    ItemError,
+    Result,
+    Utterance,
+)
 from emomatch.files import describe_os_error
 from emomatch.store import StoreWriter
 
@@ -79,13 +86,20 @@ class ChunkResult:
     failed_ids: set[str] = field(default_factory=set)
 
 
-def extract_chunk(extractors: Mapping[str, Extractor], items: Sequence[Utterance]) -> ChunkResult:
-    """All modalities of a chunk; an item that fails any modality is reported and left out."""
+def extract_modalities(
+    extractors: Mapping[str, Extractor], items: Sequence[Utterance]
+) -> dict[str, list[Result]]:
+    """Each modality's results of the items, in memory (no store): one per item, in order."""
     # The acoustic extractor cuts with start/end: hand it the audio's own segment.
     audio_items = [replace(it, start=it.audio_start, end=it.audio_end) for it in items]
-    per_modality = {
+    return {
         m: ex.extract(audio_items if m == "acoustic" else items) for m, ex in extractors.items()
     }
+
+
+def extract_chunk(extractors: Mapping[str, Extractor], items: Sequence[Utterance]) -> ChunkResult:
+    """All modalities of a chunk; an item that fails any modality is reported and left out."""
+    per_modality = extract_modalities(extractors, items)
     result = ChunkResult(
         ids=[],
         arrays={m: [] for m in extractors},

@@ -184,6 +184,49 @@ def _run_model(
     return " ".join(t for t in texts if t), words
 
 
+def asr_available() -> bool:
+    """Whether speech-to-text can run here: faster-whisper and the bundled model installed."""
+    try:
+        _check_installed()
+        bundled_model_dir()
+    except DataError:
+        return False
+    return True
+
+
+class Transcriber:
+    """Speech-to-text of segments in memory (no manifest): the model loads on first use and
+    serves every later call, as :func:`transcribe_manifest` does for its rows."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        language: str | None = "en",
+        beam_size: int = 1,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        vad_filter: bool = True,
+    ) -> None:
+        _check_installed()
+        self.folder, self.name = _model_dir(model)
+        self.language, self.beam_size, self.vad_filter = language, beam_size, vad_filter
+        self.device, self.compute_type = device, compute_type
+        self._model: Any = None
+
+    def __call__(
+        self, path: str | Path, start: float | None = None, end: float | None = None
+    ) -> str:
+        """The text spoken in ``[start, end]`` of ``path`` ("" where nothing is said); raises
+        :class:`AudioError` for audio that cannot be read."""
+        signal = load_audio(path, start, end)
+        if not np.isfinite(signal).all() or float(np.abs(signal).max()) < SILENCE_PEAK:
+            return ""
+        if self._model is None:
+            self._model = _build_model(self.folder, self.device, self.compute_type)
+        text, _ = _run_model(self._model, signal, self.language, self.beam_size, self.vad_filter)
+        return text
+
+
 def _segment(row: pd.Series, media_column: str) -> tuple[float | None, float | None]:
     """The row's segment of its ``media_column`` file: ``audio_start``/``audio_end`` apply to
     the audio file only; the video's soundtrack is cut with ``start``/``end``."""

@@ -1,0 +1,194 @@
+"""Feature provenance: which extractor settings made a modality's features, whether two sets of
+features were made the same way, and rebuilding the extractors a model's features came from.
+
+A model only means something on features made exactly as its training features were: a store
+extracted with ``lexical.pooling=first`` scores a model trained on ``mean`` as if it were
+another model. Every place that feeds a model features it did not train on (``evaluate
+--store``, ``predict``, a second store in training) compares the recorded settings first and
+refuses with one message naming the setting that differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from emomatch.errors import DataError
+from emomatch.extract.base import EXTRACTORS, Extractor
+from emomatch.store import FeatureStore, ModalitySpec
+
+#: how a modality's features were made, as stored: {kind, dim, max_len, extractor: {...}}
+Provenance = dict[str, dict[str, Any]]
+
+#: the openSMILE sink level recorded in a store -> the extractor's ``feature_level`` option
+_OPENSMILE_LEVELS = {"func": "functionals", "lld": "lld", "lld_de": "lld_deltas"}
+#: settings of a face detector that are constructor options of it
+_DETECTOR_OPTIONS = {
+    "haar": ("scale_factor", "min_neighbors", "min_size", "max_side"),
+    "mediapipe": ("model_selection", "min_confidence"),
+    "none": (),
+}
+
+
+def store_provenance(store: FeatureStore, modalities: Sequence[str]) -> Provenance:
+    """The recorded shape and extractor settings of ``modalities`` in ``store``."""
+    missing = [m for m in modalities if m not in store.modalities]
+    if missing:
+        have = ", ".join(store.modalities)
+        raise DataError(f"store {store.path} has no {', '.join(missing)} features (it has: {have})")
+    return {m: asdict(store.modalities[m]) for m in modalities}
+
+
+def _shown(value: Any) -> str:
+    return "(not recorded)" if value is _ABSENT else repr(value)
+
+
+_ABSENT = object()
+
+
+def first_difference(
+    expected: Mapping[str, Mapping[str, Any]],
+    found: Mapping[str, Mapping[str, Any]],
+    found_name: str = "store",
+    expected_name: str = "model was trained on",
+) -> str | None:
+    """``"lexical.pooling: store has 'first', model was trained on 'mean'"`` for the first
+    setting (or shape) in which ``found`` differs from ``expected``; None when they agree on
+    every modality of ``expected``."""
+    for m, want in expected.items():
+        have = found.get(m)
+        if have is None:
+            return f"{m}: {found_name} has no {m} features, {expected_name} them"
+        for key in ("kind", "max_len", "dim"):
+            if have.get(key) != want.get(key):
+                return (
+                    f"{m}.{key}: {found_name} has {have.get(key)!r}, "
+                    f"{expected_name} {want.get(key)!r}"
+                )
+        want_x, have_x = dict(want.get("extractor", {})), dict(have.get("extractor", {}))
+        # the extractor's name first: every other setting differs when the extractor does
+        for key in ["name", *sorted((set(want_x) | set(have_x)) - {"name"})]:
+            a, b = have_x.get(key, _ABSENT), want_x.get(key, _ABSENT)
+            if a != b:
+                return f"{m}.{key}: {found_name} has {_shown(a)}, {expected_name} {_shown(b)}"
+    return None
+
+
+def check_provenance(
+    expected: Mapping[str, Mapping[str, Any]],
+    found: Mapping[str, Mapping[str, Any]],
+    found_name: str = "store",
+    expected_name: str = "model was trained on",
+    where: str = "",
+) -> None:
+    """Raise :class:`DataError` naming the first differing setting (see
+    :func:`first_difference`)."""
+    problem = first_difference(expected, found, found_name, expected_name)
+    if problem is not None:
+        prefix = f"{where}: " if where else ""
+        raise DataError(
+            f"{prefix}features made differently from the model's: {problem} "
+            "(extract them again with the model's settings)"
+        )
+
+
+def extractor_options(
+    modality: str, recorded: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], list[str]]:
+    """The registered extractor name and the constructor options that reproduce recorded
+    features, and the options a user must supply because the record names a file that does not
+    travel with it (a custom openSMILE config, face encoder or lexical model)."""
+    settings = dict(recorded.get("extractor", {}))
+    name = str(settings.get("name", ""))
+    max_len = int(recorded.get("max_len", 1))
+    options: dict[str, Any] = {}
+    needs: list[str] = []
+    if name == "opensmile":
+        level = str(settings.get("level", "func"))
+        options["feature_level"] = _OPENSMILE_LEVELS.get(level, level)
+        if recorded.get("kind") == "sequence":
+            options["max_frames"] = max_len
+        if "config_sha256" in settings:
+            needs.append("config")
+        else:
+            options["feature_set"] = settings.get("feature_set")
+    elif name == "faces":
+        detector = str(settings.get("detector", "haar"))
+        keys = _DETECTOR_OPTIONS.get(detector, ())
+        options.update(
+            detector=detector,
+            detector_options={k: settings[k] for k in keys if k in settings},
+            every=settings.get("every"),
+            margin=settings.get("margin"),
+            max_frames=max_len,
+        )
+        encoder = settings.get("encoder")
+        if encoder in ("xception", "pixels"):
+            options["encoder"] = encoder
+        else:
+            needs.append("encoder")
+    elif name == "transformer":
+        from emomatch.extract.lexical import DEFAULT_MODEL_PACKAGE
+
+        options.update(
+            layer=settings.get("layer"),
+            layers=settings.get("layers"),
+            max_words=settings.get("max_words", max_len),
+            pooling=settings.get("pooling"),
+            punctuation=settings.get("punctuation"),
+        )
+        if not str(settings.get("model", "")).startswith(DEFAULT_MODEL_PACKAGE + "=="):
+            needs.append("model")
+    else:
+        raise DataError(
+            f"{modality} features were made by {name or 'an unnamed extractor'!r}, which cannot "
+            "be run on media (only opensmile, faces and transformer can; a model trained on "
+            "synthetic features predicts from features only)"
+        )
+    return name, {k: v for k, v in options.items() if v is not None}, needs
+
+
+def rebuild_extractors(
+    provenance: Mapping[str, Mapping[str, Any]],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str = "cpu",
+) -> dict[str, Extractor]:
+    """One extractor per modality that makes features exactly as recorded in ``provenance``.
+
+    ``options`` (modality -> {option: value}) supplies what the record cannot hold (the path of
+    a custom lexical model, face encoder or openSMILE config) and run-time settings such as
+    ``batch_size``; an option that changes the features is refused by the final check, which
+    compares the rebuilt extractors' own record with ``provenance`` (versions included)."""
+    from emomatch.extract.run import load_builtin_extractors
+
+    load_builtin_extractors()
+    built: dict[str, Extractor] = {}
+    for m, recorded in provenance.items():
+        name, opts, needs = extractor_options(m, recorded)
+        given = dict((options or {}).get(m, {}))
+        absent = [k for k in needs if k not in given]
+        if absent:
+            what = recorded.get("extractor", {})
+            named = ", ".join(f"{k}={what.get(k, what.get('weights'))!r}" for k in absent)
+            asked = ", ".join(f"{m}.{k}=PATH" for k in absent)
+            raise DataError(
+                f"{m} features were made with a file that does not travel with the model "
+                f"({named}); give it as {asked}"
+            )
+        if device != "cpu" and name in ("faces", "transformer"):
+            opts["device"] = device
+        opts.update(given)
+        try:
+            extractor = EXTRACTORS.get(name)(**opts)
+        except (TypeError, KeyError) as exc:
+            raise DataError(f"{m} extractor {name!r}: cannot be built ({exc})") from None
+        spec: ModalitySpec = extractor.spec()
+        check_provenance(
+            {m: recorded},
+            {m: asdict(spec)},
+            found_name="this installation makes",
+            expected_name="the model was trained on",
+        )
+        built[m] = extractor
+    return built
