@@ -96,6 +96,7 @@ class SegmentOut(BaseModel):
     label: str | None = Field(description="null where nothing in the window could be used")
     probabilities: dict[str, float]
     modalities: list[str] = Field(description="modalities the window's prediction used")
+    missing: dict[str, str] = Field(description="modalities not used, each with the reason")
 
 
 class PredictionOut(BaseModel):
@@ -120,13 +121,14 @@ class HealthOut(BaseModel):
     limits: dict[str, float]
 
 
-def _segment(prediction: PredictionLike) -> SegmentOut:
+def _segment(prediction: PredictionLike, named: Callable[[str], str]) -> SegmentOut:
     return SegmentOut(
         start=prediction.start,
         end=prediction.end,
         label=prediction.label,
         probabilities={k: float(v) for k, v in prediction.probabilities.items()},
         modalities=list(prediction.modalities),
+        missing={m: named(r) for m, r in prediction.missing.items()},
     )
 
 
@@ -212,7 +214,7 @@ class UploadGate:
 
     @staticmethod
     async def _send_json(send: Send, status: int, detail: str, retry: int | None = None) -> None:
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -378,6 +380,11 @@ def create_app(
             _remove(path)
             raise
         long_clip = info is not None and info.seconds > settings.segment_seconds
+        shown = (clip.filename if clip is not None else None) or "upload"
+
+        def named(message: str) -> str:
+            # The predictor's reasons name the file it read: the service's temporary copy.
+            return message.replace(str(path), shown) if path is not None else message
 
         def work(predictor: PredictorLike) -> PredictionOut:
             whole = predictor.predict(**kwargs)
@@ -393,9 +400,9 @@ def create_app(
                 label=whole.label,
                 probabilities={k: float(v) for k, v in whole.probabilities.items()},
                 modalities=list(whole.modalities),
-                missing=dict(whole.missing),
+                missing={m: named(r) for m, r in whole.missing.items()},
                 seconds=None if info is None else round(info.seconds, 3),
-                segments=[_segment(w) for w in windows],
+                segments=[_segment(w, named) for w in windows],
             )
 
         try:
@@ -404,12 +411,7 @@ def create_app(
             _remove(path)
             raise HTTPException(503, f"{exc}; try again shortly", headers=busy_headers) from None
         except EmomatchError as exc:
-            # The predictor's own checks (a stream that fails mid-way, no speech, no face
-            # where one is required) name the temporary copy: name the upload instead.
-            message = str(exc)
-            if path is not None:
-                message = message.replace(str(path), (clip.filename if clip else None) or "upload")
-            raise HTTPException(422, message) from None
+            raise HTTPException(422, named(str(exc))) from None
 
     # Outermost but for Starlette's error handler: it sees the raw body stream.
     app.add_middleware(
