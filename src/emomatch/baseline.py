@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from emomatch.config import ExperimentConfig
 from emomatch.data import Split, check_finite, check_shapes, select_split
 from emomatch.data.folds import choose_folds
-from emomatch.data.splits import require_all_classes
+from emomatch.data.splits import training_split
 from emomatch.errors import ConfigError, DataError
 from emomatch.evaluation import write_report
 from emomatch.files import atomic_write_text, hold_lock
@@ -208,12 +208,12 @@ def _fit_splits(
     mods = list(d.modalities)
     # The index column alone says whether the test split exists: a typo fails now, not after
     # fitting, and neither the test labels nor the test features are read.
-    if len(store.select(split_field, d.test_split)) == 0:
+    test_values = [d.test_split] if isinstance(d.test_split, str) else d.test_split
+    if not any(len(store.select(split_field, v)) for v in test_values):
         raise DataError(
             f"store {store.path} has no utterance with {split_field} == {d.test_split!r}"
         )
-    train = select_split(store, split_field, d.train_split, mods, True, d.missing)
-    require_all_classes(train)
+    train = training_split(store, d, split_field)
     validation = select_split(store, split_field, d.validation_split, mods, True, d.missing)
     return train, validation
 

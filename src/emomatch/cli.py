@@ -396,16 +396,144 @@ def evaluate(
 ) -> None:
     """Evaluate a run's best checkpoint on a split and write metrics.json + confusion.png."""
     _setup_logging()
-    from emomatch.evaluation import evaluate_checkpoints, write_report
-    from emomatch.runs import run_checkpoints
+    from emomatch.evaluation.predict import evaluate_run
 
     try:
-        metrics = evaluate_checkpoints(run_checkpoints(run), [split], store=store)[0]
-        path = write_report(out or run / "evaluation", metrics)
+        # a --store made with other extractor settings than the run's is refused, naming one
+        metrics, path = evaluate_run(run, split, store, out)
     except EmomatchError as exc:
         _fail(exc)
         return
     typer.echo(f"{_scores(metrics)}  -> {path}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run folder written by `emomatch train`")],
+    out: Annotated[Path, typer.Option(help="bundle folder to write (must not exist)")],
+    archive: Annotated[
+        bool, typer.Option(help="also write the bundle as one file, OUT.tar.gz")
+    ] = False,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="the run's training store, where it has moved (its feature record)"),
+    ] = None,
+) -> None:
+    """Write a model bundle: safetensors weights, normalization, config, labels, the extractor
+    settings of the training features, metrics and a model card (README.md). A run trained
+    with --seeds N becomes an ensemble of its N members."""
+    _setup_logging()
+    from emomatch.bundle import export_bundle
+
+    try:
+        written = export_bundle(run, out, archive=archive, store=store)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(" and ".join(str(p) for p in written.values()))
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="model bundle (folder or archive)")],
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="video or audio files, folders of clips, manifests (.csv/.jsonl); none with "
+            "--text predicts the sentence alone"
+        ),
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option(help="transcript of the clips that have none (or a sentence)")
+    ] = None,
+    transcripts: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV with id (file name), text, and optional start,end: with times it cuts "
+            "one recording into those windows"
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, json or jsonl")] = "csv",
+    out: Annotated[Path | None, typer.Option(help="output file (default: stdout)")] = None,
+    segments: Annotated[
+        float | None,
+        typer.Option(help="cut each recording into windows of this many seconds"),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG of the probabilities over time (with windows)")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="extractor option MODALITY.KEY=VALUE the bundle cannot carry, e.g. "
+            "lexical.model=/models/bert-large; repeatable"
+        ),
+    ] = None,
+    asr: Annotated[
+        bool | None,
+        typer.Option(
+            help="speech-to-text for clips without a transcript (default: when installed)"
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="clips extracted together")] = 16,
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
+) -> None:
+    """Predict the emotion of clips, folders, manifests or a sentence with a model bundle;
+    --segments (or a timed transcript) gives emotion over time in a long recording."""
+    _setup_logging()
+    from emomatch.bundle import load
+    from emomatch.bundle.apply import (
+        format_predictions,
+        gather_inputs,
+        plot_over_time,
+        predict_inputs,
+    )
+    from emomatch.files import atomic_write_text
+
+    # faster-whisper logs every window it decodes
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    try:
+        if fmt not in ("csv", "json", "jsonl"):
+            raise EmomatchError(f"--format must be csv, json or jsonl, got {fmt!r}")
+        if segments is not None and segments <= 0:
+            raise EmomatchError(f"--segments must be a positive number of seconds, got {segments}")
+        found = gather_inputs(list(inputs or []), text, transcripts, segments)
+        for problem in found.problems[:20]:
+            typer.echo(f"  {problem}", err=True)
+        predictor = load(
+            bundle,
+            device=device,
+            options=_key_values(option, "--option"),
+            transcribe=asr,
+            batch_size=batch_size,
+        )
+        predictions = predict_inputs(predictor, found, text, transcripts, segments, progress)
+        rendered = format_predictions(predictions, predictor.labels, fmt)
+        if out is not None:
+            atomic_write_text(out, rendered)
+        else:
+            typer.echo(rendered, nl=False)
+        if plot is not None:
+            plot_over_time(predictions, predictor.labels, plot)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    no_text = [p for p in predictions if p.missing.get("lexical", "").startswith("no transcript")]
+    if no_text:
+        typer.echo(
+            f"{len(no_text)} of {len(predictions)} prediction(s) lack the lexical modality: "
+            f"{no_text[0].missing['lexical']}",
+            err=True,
+        )
+    failed = [p for p in predictions if p.error]
+    if failed:
+        typer.echo(
+            f"{len(failed)} clip(s) could not be used, e.g. {failed[0].id}: {failed[0].error}",
+            err=True,
+        )
+    if out is not None:
+        typer.echo(f"{len(predictions)} prediction(s) -> {out}", err=True)
 
 
 @app.command()
@@ -570,6 +698,81 @@ def serve(
         run_server(bundle, host, port, workers, settings, device=device, transcribe=transcribe)
     except EmomatchError as exc:
         _fail(exc)
+
+
+@app.command()
+def experiment(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="a shipped experiment (ablation, labels, matching, meld, modalities, semi, "
+            "unlabeled-quantity) or the path of an experiment .yaml"
+        ),
+    ],
+    config: Annotated[Path, typer.Argument(help="base YAML config (as for train)")],
+    out: Annotated[Path, typer.Option(help="experiment folder (one sub-folder per row)")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a config key in every run, e.g. train.max_epochs=5"),
+    ] = None,
+    fold: Annotated[
+        list[int] | None,
+        typer.Option(help="run on fold k (the store's fold_k field); repeatable"),
+    ] = None,
+    folds: Annotated[
+        str | None, typer.Option(help="'all': every fold of the store, mean and std")
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="seeds per run (per fold)")] = 1,
+) -> None:
+    """Run a named experiment (the paper's tables) and the baselines on the same data, then
+    write DIR/report.md and DIR/report.html. Resumable: run it again to continue."""
+    _setup_logging()
+    from emomatch.experiments.spec import load_spec
+
+    try:
+        spec = load_spec(name)
+        if folds is not None and folds != "all":
+            raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
+        from emomatch.experiments import run_experiment
+
+        summary = run_experiment(
+            spec,
+            config,
+            out,
+            overrides=set_ or [],
+            folds="all" if folds == "all" else (fold or None),
+            seeds=seeds,
+            say=typer.echo,
+            command_line=" ".join(["emomatch", *sys.argv[1:]]),
+        )
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    head, body = summary["table"]["header"], summary["table"]["rows"]
+    for line in [head, *body]:
+        typer.echo("  " + " | ".join(line))
+    typer.echo(f"-> {out / 'report.md'}, {out / 'report.html'}")
+
+
+@app.command()
+def report(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="an experiment folder, or run folders of `emomatch train`"),
+    ],
+    out: Annotated[Path, typer.Option(help="folder of report.md, report.html, figures/")],
+) -> None:
+    """Rebuild the report (table, paper figures, baselines, confusion matrices, loss curves)
+    from finished runs."""
+    _setup_logging()
+    from emomatch.experiments import write_experiment_report
+
+    try:
+        write_experiment_report(runs, out)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"-> {out / 'report.md'}, {out / 'report.html'}")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -11,12 +11,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from emomatch.errors import ConfigError
 
 Modality = Literal["acoustic", "visual", "lexical"]
 ALL_MODALITIES: tuple[Modality, ...] = ("acoustic", "visual", "lexical")
+Logger = Literal["csv", "tensorboard"]
 
 
 class _Strict(BaseModel):
@@ -46,8 +54,10 @@ class DataConfig(_Strict):
     split_field: str = "split"
     #: one split value, or several pooled (e.g. [train, validation] with ``train.select: last``)
     train_split: str | list[str] = "train"
-    validation_split: str = "validation"
-    test_split: str = "test"
+    #: also one value or several: with ``split_field: speaker``, e.g. two validation speakers
+    #: (selection on one small speaker is noise: docs/method.md)
+    validation_split: str | list[str] = "validation"
+    test_split: str | list[str] = "test"
     unlabeled_split: str = "unlabeled"
     #: utterances missing a used modality (e.g. no face found): ``drop`` leaves them out of the
     #: run (counted in the log), as the paper drops faceless AMI windows; ``mask`` keeps them
@@ -55,6 +65,38 @@ class DataConfig(_Strict):
     missing: Literal["drop", "mask"] = "drop"
     #: optional expected feature shapes, checked against the store, e.g. {acoustic: [1582]}
     expect_shapes: dict[str, list[int]] = Field(default_factory=dict)
+    #: share of the labelled training split kept (class-stratified, at least one utterance per
+    #: class): the low-label experiments; validation and test are never subsampled
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    #: share of the unlabelled pool kept, or (``unlabeled_count``) how many utterances; both
+    #: draws are uniform without replacement
+    unlabeled_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    unlabeled_count: int | None = Field(None, ge=1)
+    #: seed of the two subsamples above, apart from ``seed``: runs that differ only in their
+    #: training seed see the same utterances, and a smaller subsample is part of a larger one
+    subsample_seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _splits_apart(self) -> DataConfig:
+        values = {}
+        for key in ("train_split", "validation_split", "test_split"):
+            value = getattr(self, key)
+            values[key] = {value} if isinstance(value, str) else set(value)
+            if not values[key]:
+                raise ValueError(f"{key} is an empty list; give at least one split value")
+        # Pooling validation into training is a documented choice (select: last); test is not.
+        for key in ("train_split", "validation_split"):
+            if shared := values[key] & values["test_split"]:
+                raise ValueError(
+                    f"{key} and test_split share {sorted(shared)}: the test split must stay unseen"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _one_pool_size(self) -> DataConfig:
+        if self.unlabeled_count is not None and self.unlabeled_fraction != 1.0:
+            raise ValueError("give unlabeled_fraction or unlabeled_count, not both")
+        return self
 
     @field_validator("modalities")
     @classmethod
@@ -152,7 +194,20 @@ class TrainConfig(_Strict):
     precision: str = "auto"
     num_workers: int = Field(0, ge=0)
     progress_bar: bool = True
+    #: epoch histories written: ``csv`` (logs/metrics.csv, always kept: reports and resumption
+    #: read it) and ``tensorboard`` (event files in logs/tensorboard; needs the ``tensorboard``
+    #: package: pip install 'emomatch[tensorboard]')
+    loggers: list[Logger] = Field(default_factory=lambda: list[Logger](["csv"]))
     deterministic: bool = False
+
+    @field_validator("loggers")
+    @classmethod
+    def _csv_kept(cls, v: list[str]) -> list[str]:
+        if "csv" not in v:
+            raise ValueError("csv must stay among the loggers (reports and --resume read it)")
+        if len(set(v)) != len(v):
+            raise ValueError("loggers repeat")
+        return v
 
 
 class ExperimentConfig(_Strict):

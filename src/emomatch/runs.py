@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import Callback
 from emomatch.config import ExperimentConfig
 from emomatch.data import select_split
 from emomatch.data.folds import choose_folds
-from emomatch.data.splits import require_all_classes
+from emomatch.data.splits import training_split
 from emomatch.evaluation import evaluate_checkpoints, write_report
 from emomatch.metrics import aggregate
 from emomatch.store import FeatureStore
@@ -134,8 +134,7 @@ def train_folds(
     mods = list(cfg.data.modalities)
     for k in chosen:
         field = f"fold_{k}"
-        train = select_split(store, field, cfg.data.train_split, mods, True, cfg.data.missing)
-        require_all_classes(train)
+        training_split(store, cfg.data, field)
         select_split(store, field, cfg.data.validation_split, mods, True, cfg.data.missing)
     per_fold: dict[str, dict[str, Any]] = {}
     for k in chosen:

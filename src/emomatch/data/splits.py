@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emomatch.config import DataConfig
 from emomatch.errors import DataError
 from emomatch.store import FeatureStore
 
@@ -170,3 +171,59 @@ def fit_stats(split: Split, modalities: Sequence[str]) -> dict[str, tuple[np.nda
         std[std < 1e-6] = 1.0
         stats[m] = (mean.astype(np.float32), std.astype(np.float32))
     return stats
+
+
+def subsample_labeled(split: Split, fraction: float, seed: int) -> Split:
+    """The first ``ceil(fraction * n_c)`` utterances of each class ``c`` in a fixed shuffle
+    (``seed``): class-stratified, at least one per class present, and nested (a smaller
+    fraction's utterances are part of a larger one's), so a curve over fractions only adds
+    labels. ``fraction == 1`` is the split itself."""
+    if fraction >= 1.0:
+        return split
+    labels = split.labels()
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        members = split.rows[labels == c]
+        keep.append(rng.permutation(members)[: max(1, int(np.ceil(fraction * len(members))))])
+    rows = np.sort(np.concatenate(keep))
+    log.info(
+        "%s split %r: %d of %d labelled utterances kept (data.train_fraction=%g)",
+        split.store.path,
+        split.name,
+        len(rows),
+        len(split),
+        fraction,
+    )
+    return Split(split.store, split.name, rows, split.dropped)
+
+
+def subsample_pool(split: Split, fraction: float, count: int | None, seed: int) -> Split:
+    """``count`` utterances of the pool, or ``ceil(fraction * n)``, drawn uniformly without
+    replacement in a fixed shuffle (``seed``), nested like :func:`subsample_labeled`. The pool
+    has no labels to stratify on: its class mix is the pool's own."""
+    n = len(split)
+    if count is not None and count > n:
+        raise DataError(
+            f"store {split.store.path}: data.unlabeled_count={count} but the unlabelled pool "
+            f"{split.name!r} holds {n} usable utterances"
+        )
+    keep = count if count is not None else max(1, int(np.ceil(fraction * n)))
+    if keep >= n:
+        return split
+    order = np.random.default_rng(seed).permutation(n)
+    rows = np.sort(split.rows[order[:keep]])
+    log.info("%s pool %r: %d of %d utterances kept", split.store.path, split.name, keep, n)
+    return Split(split.store, split.name, rows, split.dropped)
+
+
+def training_split(store: FeatureStore, data: DataConfig, field: str | None = None) -> Split:
+    """The labelled training split a run (or a baseline) learns from: selected, subsampled
+    (``data.train_fraction``) and checked to hold every class; ``field`` defaults to
+    ``data.split_field``."""
+    split = select_split(
+        store, field or data.split_field, data.train_split, data.modalities, True, data.missing
+    )
+    split = subsample_labeled(split, data.train_fraction, data.subsample_seed)
+    require_all_classes(split)
+    return split

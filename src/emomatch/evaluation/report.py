@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,9 +13,19 @@ import numpy as np
 from emomatch.files import atomic_path, atomic_write_text
 
 
-def plot_confusion(
-    confusion: Sequence[Sequence[float]], classes: Sequence[str], path: Path
-) -> None:
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def confusion_png(confusion: Sequence[Sequence[float]], classes: Sequence[str]) -> bytes:
+    """The confusion matrix as a PNG: each cell's colour and first number are the share of its
+    true class (row-normalised), the count is in brackets."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,8 +52,13 @@ def plot_confusion(
                 fontsize=8,
             )
     fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    return figure_png(fig)
+
+
+def plot_confusion(
+    confusion: Sequence[Sequence[float]], classes: Sequence[str], path: Path
+) -> None:
+    Path(path).write_bytes(confusion_png(confusion, classes))
 
 
 def write_report(out_dir: str | Path, metrics: dict[str, Any]) -> Path:

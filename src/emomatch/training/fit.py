@@ -22,10 +22,10 @@ from emomatch.runtime import keep_freed_memory
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.persist import (
     LAST,
-    EpochHistory,
     EveryEpochCheckpoint,
     SelectingCheckpoint,
     checkpoint_epoch,
+    epoch_loggers,
 )
 from emomatch.training.prepare import prepare_training_data
 
@@ -35,7 +35,12 @@ CONFIG_FILE = "config.yaml"
 TOP_PREFIX = "top-"
 SELECTED = "selected.ckpt"
 #: keys that may change between an interrupted run and its resumption
-RESUMABLE_CHANGES = {("train", "max_epochs"), ("train", "progress_bar"), ("train", "num_workers")}
+RESUMABLE_CHANGES = {
+    ("train", "max_epochs"),
+    ("train", "progress_bar"),
+    ("train", "num_workers"),
+    ("train", "loggers"),
+}
 
 
 class RunExistsError(EmomatchError):
@@ -226,7 +231,7 @@ def _fit_locked(
             devices=cfg.train.devices,
             precision=precision_for(cfg),  # type: ignore[arg-type]
             callbacks=[*selecting, EveryEpochCheckpoint(ckdir), *callbacks],
-            logger=EpochHistory(run_dir / "logs", keep_through=resumed_epoch),
+            logger=epoch_loggers(cfg.train.loggers, run_dir / "logs", resumed_epoch),
             enable_progress_bar=cfg.train.progress_bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,

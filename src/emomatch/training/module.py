@@ -87,7 +87,29 @@ class EmoMatchModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         lab = batch["labeled"]
-        logits = self(lab)
+        # The labelled terms on validation too, for the train-vs-validation loss curves (the
+        # paper's Fig. 7b); the logits come from the same forward pass. A fixed shuffle keeps
+        # the unpaired term the same function of the weights at every epoch.
+        terms = stream_terms(
+            self.model,
+            self.normalized(lab),
+            self.cfg.loss,
+            labels=lab["labels"],
+            class_weights=self.class_weights if self.cfg.loss.class_weights else None,
+            generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + batch_idx),
+        )
+        total, parts = objective(terms, None, self.cfg.loss)
+        size = len(lab["labels"])
+        self.log("val/loss", total, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log_dict(
+            {f"val/{k}": v for k, v in parts.items() if not k.startswith("unlabeled_")},
+            on_step=False,
+            on_epoch=True,
+            batch_size=size,
+            sync_dist=True,
+        )
+        assert terms.logits is not None
+        logits = terms.logits
         self._val_true.append(lab["labels"].cpu())
         self._val_pred.append(logits.argmax(1).cpu())
 

@@ -10,6 +10,7 @@ import csv
 import io
 import os
 from argparse import Namespace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,68 @@ class EpochHistory(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self.save()
+
+
+class TensorBoardHistory(Logger):
+    """The same per-epoch values as :class:`EpochHistory`, as TensorBoard scalars in
+    ``logs/tensorboard`` (step = epoch, so its curves line up with ``metrics.csv``).
+
+    A resumed run purges the events after the epoch its checkpoint finished, as the CSV drops
+    those rows: the redone epochs are not drawn twice."""
+
+    DIR = "tensorboard"
+
+    def __init__(self, log_dir: Path, keep_through: int | None = None) -> None:
+        super().__init__()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch raises it when the tensorboard package is missing
+            raise EmomatchError(
+                "train.loggers asks for tensorboard, but the tensorboard package is not "
+                "installed: pip install 'emomatch[tensorboard]' (or drop it from train.loggers)"
+            ) from None
+        self.event_dir = Path(log_dir) / self.DIR
+        purge = None if keep_through is None else keep_through + 1
+        self.writer = SummaryWriter(str(self.event_dir), purge_step=purge)
+
+    @property
+    def name(self) -> str:
+        return "tensorboard"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.event_dir)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kw: Any) -> None:
+        return None  # the run folder's config.yaml holds them
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        epoch = metrics.get("epoch")
+        at = int(epoch) if epoch is not None else int(step or 0)
+        for key, value in metrics.items():
+            if key != "epoch":
+                self.writer.add_scalar(key, float(value), global_step=at)
+
+    @rank_zero_only
+    def save(self) -> None:
+        self.writer.flush()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.writer.close()
+
+
+def epoch_loggers(
+    names: Sequence[str], log_dir: Path, keep_through: int | None = None
+) -> list[Logger]:
+    """The loggers ``train.loggers`` names; the CSV history is always first."""
+    loggers: list[Logger] = [EpochHistory(log_dir, keep_through=keep_through)]
+    if "tensorboard" in names:
+        loggers.append(TensorBoardHistory(log_dir, keep_through=keep_through))
+    return loggers

@@ -21,7 +21,7 @@ from emomatch.data import (
     fit_stats,
     select_split,
 )
-from emomatch.data.splits import require_all_classes
+from emomatch.data.splits import subsample_pool, training_split
 from emomatch.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
     mods = d.modalities
     store = FeatureStore(d.store)
     shapes = check_shapes(store, mods, d.expect_shapes)
-    train = select_split(store, d.split_field, d.train_split, mods, True, d.missing)
-    require_all_classes(train)
+    train = training_split(store, d)
     validation = select_split(store, d.split_field, d.validation_split, mods, True, d.missing)
     unlabeled = None
     if cfg.loss.unlabeled:
@@ -103,6 +102,9 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
         # A separate pool (e.g. AMI windows) has no folds of its own: its rows carry only `split`.
         field = d.split_field if pool is store or d.split_field in pool.fields else "split"
         unlabeled = select_split(pool, field, d.unlabeled_split, mods, False, d.missing)
+        unlabeled = subsample_pool(
+            unlabeled, d.unlabeled_fraction, d.unlabeled_count, d.subsample_seed
+        )
     stats = fit_stats(train, mods)
     check_finite(validation, mods)
     if unlabeled is not None:
