@@ -611,6 +611,13 @@ def synth(
     n_test: Annotated[int, typer.Option()] = 200,
     n_unlabeled: Annotated[int, typer.Option()] = 1000,
     seed: Annotated[int, typer.Option()] = 0,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="the corpus of `emomatch demo --source features` (its sizes, pool skewed to "
+            "neutral, seed); the other options are then not used"
+        ),
+    ] = False,
 ) -> None:
     """Write a synthetic feature store (split field: train/validation/test/unlabeled)."""
     from emomatch.synthetic import PAPER_SHAPES, SyntheticCorpus, write_synthetic_store
@@ -626,6 +633,10 @@ def synth(
         shapes=dict(PAPER_SHAPES if shapes == "paper" else SMALL_SHAPES),
         seed=seed,
     )
+    if demo:
+        from emomatch.demo import DEMO_CORPUS
+
+        corpus = DEMO_CORPUS
     try:
         store = write_synthetic_store(corpus, out)
     except EmomatchError as exc:
