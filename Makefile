@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,8 +25,22 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src/emomatch
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
+
+# tests/test_web.py drives the web page in Debian's Chromium. Installed here when missing and
+# apt-get can run as root; otherwise that test skips and says why, and the target goes on.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium and chromium-driver for the web page test"; \
+			( apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq chromium chromium-driver ) \
+				>/dev/null 2>&1 || echo "could not install them: tests/test_web.py will skip"; \
+		else \
+			echo "no chromedriver and no root apt-get: tests/test_web.py will skip"; \
+		fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_step.py

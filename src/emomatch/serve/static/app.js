@@ -157,6 +157,8 @@ function render(result) {
   $("confidence").textContent = percent(result.probabilities[result.label] || 0);
   const seconds = result.seconds ? ` · ${result.seconds.toFixed(1)} s of media` : "";
   $("used").textContent = `from ${result.modalities.join(", ")}${seconds}`;
+  const skipped = Object.entries(result.missing || {}).map(([m, why]) => `${m}: ${why}`);
+  $("missing").textContent = skipped.length ? `not used: ${skipped.join("; ")}` : "";
   const bars = $("bars");
   bars.textContent = "";
   for (const name of labels) {
