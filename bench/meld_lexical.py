@@ -136,6 +136,9 @@ def main() -> None:
     parser.add_argument("--max-words", type=int, default=12, help="as configs/meld.yaml")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--run", default=None, help="run folder name in --work (default run-<max words>)"
+    )
     args = parser.parse_args()
     if not (args.root / "train_sent_emo.csv").is_file():
         print(f"MELD CSVs not found under {args.root}: skipped")
@@ -175,7 +178,7 @@ def main() -> None:
         "train": {"max_epochs": args.epochs, "select_metric": "weighted_f1", "progress_bar": False},
     }
     cfg = config_from_dict(_merge(raw, parse_overrides(args.set)), "meld_lexical")
-    run_dir = args.work / f"run-{args.max_words}"
+    run_dir = args.work / (args.run or f"run-{args.max_words}")
     timer = EpochTimer()
     t0 = time.perf_counter()
     resume = (run_dir / "checkpoints" / "last.ckpt").exists()

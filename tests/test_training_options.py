@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from emomatch.errors import ConfigError
 from emomatch.evaluation import evaluate_checkpoint, load_checkpoint, predict_split
 from emomatch.runs import run_checkpoints, train_and_report
 from emomatch.training.module import lr_scale
@@ -152,3 +153,38 @@ def test_seeds_and_evaluate_from_the_command(tiny_store, tmp_path) -> None:
     again = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert again["confusion"] == json.loads((run / "metrics.json").read_text())["confusion"]
     assert again["ensemble"] == 2
+
+
+def test_several_validation_and_test_speakers(tmp_path) -> None:
+    from emomatch.synthetic import write_synthetic_store
+    from tests.conftest import tiny_corpus
+
+    store = tmp_path / "store"
+    write_synthetic_store(tiny_corpus(n_unlabeled=0), store)
+    speakers = [f"spk{s:02d}" for s in range(10)]
+    cfg = make_config(
+        store,
+        data={
+            "split_field": "speaker",
+            "train_split": speakers[:6],
+            "validation_split": speakers[6:8],
+            "test_split": speakers[8:],
+        },
+        loss={"unlabeled": False},
+        train={"max_epochs": 1},
+    )
+    metrics = train_and_report(cfg, tmp_path / "run")
+    from emomatch.store import FeatureStore
+
+    index = FeatureStore(store).index
+    for key, chosen in (("validation", speakers[6:8]), ("test", speakers[8:])):
+        scored = metrics[key] if key == "validation" else metrics
+        assert sum(map(sum, scored["confusion"])) == index["speaker"].isin(chosen).sum()
+    assert metrics["validation"]["split"] == "spk06+spk07"
+
+
+def test_test_split_may_not_overlap_training_or_validation(tiny_store) -> None:
+    with pytest.raises(ConfigError, match="test split must stay unseen"):
+        make_config(tiny_store, data={"train_split": ["train", "test"]})
+    with pytest.raises(ConfigError, match="empty list"):
+        make_config(tiny_store, data={"validation_split": []})
