@@ -81,16 +81,14 @@ def check_provenance(
     found_name: str = "store",
     expected_name: str = "model was trained on",
     where: str = "",
+    advice: str = "extract them again with the model's settings",
 ) -> None:
     """Raise :class:`DataError` naming the first differing setting (see
     :func:`first_difference`)."""
     problem = first_difference(expected, found, found_name, expected_name)
     if problem is not None:
         prefix = f"{where}: " if where else ""
-        raise DataError(
-            f"{prefix}features made differently from the model's: {problem} "
-            "(extract them again with the model's settings)"
-        )
+        raise DataError(f"{prefix}features made differently from the model's: {problem} ({advice})")
 
 
 def extractor_options(
@@ -187,8 +185,10 @@ def rebuild_extractors(
         check_provenance(
             {m: recorded},
             {m: asdict(spec)},
-            found_name="this installation makes",
+            found_name="this installation",
             expected_name="the model was trained on",
+            advice="install the extractor versions the model was made with (listed in its "
+            "README.md) or train and export it again here",
         )
         built[m] = extractor
     return built
