@@ -195,3 +195,14 @@ def test_seed_ensemble_exports_every_member(tmp_path) -> None:
         ensemble.predict_features(features, lengths), np.mean(members, axis=0), atol=1e-5
     )
     assert "ensemble of seeds 0, 1" in (folder / "README.md").read_text()
+
+
+def test_training_refuses_an_unlabeled_store_made_differently(tmp_path) -> None:
+    from emomatch.training.prepare import prepare_training_data
+
+    labeled, pool = tmp_path / "labeled", tmp_path / "pool"
+    write_synthetic_store(tiny_corpus(n_unlabeled=8), labeled)
+    write_synthetic_store(tiny_corpus(n_unlabeled=8, seed=8), pool)
+    cfg = make_config(labeled, data={"store": str(labeled), "unlabeled_store": str(pool)})
+    with pytest.raises(DataError, match=rf"acoustic\.seed: {pool} has 8, {labeled} has 7"):
+        prepare_training_data(cfg)

@@ -50,14 +50,18 @@ def check_shapes(
 
 
 def check_compatible(a: FeatureStore, b: FeatureStore, modalities: Sequence[str]) -> None:
-    """Two stores in one run must hold the same features (shape and extractor settings)."""
-    for m in modalities:
-        sa, sb = a.modalities.get(m), b.modalities.get(m)
-        if sa is None or sb is None or not sa.same_features(sb):
-            raise DataError(
-                f"{m} features differ between {a.path} ({sa}) and {b.path} ({sb}); "
-                "one run needs features of the same extractor settings"
-            )
+    """Two stores in one run must hold the same features (shape and extractor settings); the
+    error names the first setting that differs."""
+    from emomatch.extract.provenance import check_provenance, store_provenance
+
+    check_provenance(
+        store_provenance(a, modalities),
+        store_provenance(b, modalities),
+        found_name=f"{b.path}",
+        expected_name=f"{a.path} has",
+        advice="one run needs features of the same extractor settings",
+        lead="the two stores hold features made differently",
+    )
     # An unlabeled pool extracted on its own has no classes; one that has them must agree.
     if b.classes and a.classes != b.classes:
         raise DataError(f"classes differ between {a.path} and {b.path}")

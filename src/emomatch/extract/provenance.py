@@ -82,13 +82,14 @@ def check_provenance(
     expected_name: str = "model was trained on",
     where: str = "",
     advice: str = "extract them again with the model's settings",
+    lead: str = "features made differently from the model's",
 ) -> None:
     """Raise :class:`DataError` naming the first differing setting (see
     :func:`first_difference`)."""
     problem = first_difference(expected, found, found_name, expected_name)
     if problem is not None:
         prefix = f"{where}: " if where else ""
-        raise DataError(f"{prefix}features made differently from the model's: {problem} ({advice})")
+        raise DataError(f"{prefix}{lead}: {problem} ({advice})")
 
 
 def extractor_options(
