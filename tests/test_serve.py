@@ -16,6 +16,7 @@ import pytest
 
 from emomatch.errors import EmomatchError
 from emomatch.serve import ServeSettings, create_app, load_predictors
+from emomatch.serve.probe import media_type
 from tests.serve_fixtures import CLASSES, make_clip, running, tiny_bundle
 
 LIMITS = ServeSettings(max_upload_mb=1.0, max_seconds=8.0, queue=20, segment_seconds=2.0)
@@ -227,6 +228,13 @@ def test_openapi_page(url: str) -> None:
     schema = httpx.get(f"{url}/openapi.json").json()
     form = schema["paths"]["/predict"]["post"]
     assert {"413", "415", "422", "503"} <= set(form["responses"])
+
+
+def test_media_type_from_declaration_or_name() -> None:
+    assert media_type("audio/webm;codecs=opus", "recording.webm") == "audio/webm"
+    assert media_type("application/octet-stream", "clip.WEBM") == "video/webm"
+    assert media_type(None, "take.wav").startswith("audio/")
+    assert media_type("", "notes") == ""
 
 
 def test_settings_refuse_nonsense() -> None:

@@ -22,12 +22,16 @@ def load_predictors(
 
     if workers < 1:
         raise EmomatchError(f"--workers must be at least 1, got {workers}")
+    # Loaded before torch is touched here: a bad bundle is refused without importing it.
+    predictors = [
+        emomatch.load(bundle, device=device, transcribe=transcribe) for _ in range(workers)
+    ]
     if not os.environ.get("OMP_NUM_THREADS"):
         import torch
 
         # Workers run side by side: each gets its share of the cores instead of all of them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    return [emomatch.load(bundle, device=device, transcribe=transcribe) for _ in range(workers)]
+    return list(predictors)
 
 
 def connection_limit(settings: ServeSettings) -> int:
