@@ -26,7 +26,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     store = root / "store"
     write_synthetic_store(tiny_corpus(), store)
     run = root / "run"
-    train_and_report(make_config(store, train={"max_epochs": 2}), run)
+    # the public face of `emomatch train`: a config object plus --set style overrides
+    metrics = emomatch.train(make_config(store), out=run, overrides=["train.max_epochs=2"])
+    assert metrics["split"] == "test" and (run / "metrics.json").is_file()
     written = emomatch.export(run, root / "bundle", archive=True)
     return {"root": root, "store": store, "run": run, **written}
 
