@@ -146,13 +146,14 @@ def test_extractors_follow_the_record_and_refuse_what_they_cannot_make(media, tm
 def test_cli_formats(media) -> None:
     folder = media["manifest"].parent
     row = _row(media, "test_00004")
-    clip = [str(folder / row.video), "--text", row.text, "--no-asr", "--no-progress"]
+    # a video and an audio file of the same name are one clip
+    clip = [str(folder / row.video), str(folder / row.audio), "--text", row.text, "--no-asr"]
     base = ["predict", str(media["bundle"]), *clip]
     as_csv = runner.invoke(app, [*base, "--format", "csv"])
     assert as_csv.exit_code == 0, as_csv.output
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert len(rows) == 1 and rows[0]["label"] in CLASSES
-    assert rows[0]["modalities"] == "visual+lexical"
+    assert rows[0]["modalities"] == "acoustic+visual+lexical" and rows[0]["id"] == "test_00004"
     assert float(rows[0]["p_happy"]) + float(rows[0]["p_sad"]) == pytest.approx(1, abs=1e-5)
     as_json = runner.invoke(app, [*base, "--format", "json"])
     assert json.loads(as_json.stdout)[0]["label"] == rows[0]["label"]

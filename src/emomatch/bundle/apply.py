@@ -60,8 +60,8 @@ def gather_inputs(
     transcripts: Path | None = None,
     segments: float | None = None,
 ) -> Inputs:
-    """Clips (video or audio files), folders of clips (an audio and a video file of the same
-    name are one clip) and manifests; ``text`` is the transcript of every clip without one
+    """Clips (video or audio files; an audio and a video file of the same name are one clip,
+    given together or in a folder), folders of clips and manifests; ``text`` is the transcript of every clip without one
     (alone, it is a sentence to predict); ``transcripts`` a CSV of id (file name, with or
     without suffix), text and maybe start/end. Files become windows with ``segments`` (a width
     in seconds) or when the transcript has times."""
@@ -74,12 +74,23 @@ def gather_inputs(
     if transcripts is not None:
         texts, found.problems = read_transcripts(transcripts)
     timed = timed_rows(texts)
-    files = [p for p in inputs if p.is_file() and _media_kind(p)]
-    if timed is not None and len(files) != 1:
+    # An audio and a video file of the same name are one clip (as in a folder of clips).
+    clips: list[dict[str, Path]] = []
+    open_clip: dict[str, dict[str, Path]] = {}
+    for path in inputs:
+        kind = _media_kind(path) if path.is_file() else ""
+        if kind:
+            clip = open_clip.get(path.stem)
+            if clip is None or kind in clip:
+                clip = open_clip[path.stem] = {}
+                clips.append(clip)
+            clip[kind] = path
+    if timed is not None and len(clips) != 1:
         raise DataError(
             f"{transcripts}: a transcript with start/end times cuts one recording into windows; "
-            f"give exactly one audio or video file (got {len(files)})"
+            f"give exactly one recording (its audio and/or video file; got {len(clips)})"
         )
+    placed: set[int] = set()
     for path in inputs:
         if path.is_dir():
             with tempfile.TemporaryDirectory(prefix="emomatch-predict-") as tmp:
@@ -91,12 +102,17 @@ def gather_inputs(
         elif not path.exists():
             raise DataError(f"input {path} does not exist")
         elif _media_kind(path):
-            kind = _media_kind(path)
-            video, audio = (path, None) if kind == "video" else (None, path)
+            clip = next(c for c in clips if c.get(_media_kind(path)) == path)
+            if id(clip) in placed:
+                continue
+            placed.add(id(clip))
+            video, audio = clip.get("video"), clip.get("audio")
             if segments is not None or timed is not None:
                 found.recordings.append((video, audio))
                 continue
-            row = texts.get(path.stem) or texts.get(path.name) or {}
+            row = texts.get(path.stem) or next(
+                (texts[p.name] for p in clip.values() if p.name in texts), {}
+            )
             if transcripts is not None and not row:
                 found.problems.append(f"{path}: no line in {transcripts}")
             found.items.append(
