@@ -61,10 +61,10 @@ def gather_inputs(
     segments: float | None = None,
 ) -> Inputs:
     """Clips (video or audio files; an audio and a video file of the same name are one clip,
-    given together or in a folder), folders of clips and manifests; ``text`` is the transcript of every clip without one
-    (alone, it is a sentence to predict); ``transcripts`` a CSV of id (file name, with or
-    without suffix), text and maybe start/end. Files become windows with ``segments`` (a width
-    in seconds) or when the transcript has times."""
+    given together or in a folder), folders of clips and manifests; ``text`` is the transcript
+    of every clip without one (alone, it is a sentence to predict); ``transcripts`` a CSV of id
+    (file name, with or without suffix), text and maybe start/end. Files become windows with
+    ``segments`` (a width in seconds) or when the transcript has times."""
     from emomatch.corpora.folder import read_folder
     from emomatch.corpora.manifest import read_manifest
     from emomatch.extract.run import utterances_from_manifest
