@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -221,6 +222,20 @@ def test_full_queue_answers_503_with_retry_after(bundle: Path, clips: dict[str, 
             assert r.headers["retry-after"] == "7"
             assert "busy" in r.json()["detail"]
     assert uploads_left() == []
+
+
+def test_upload_removed_when_the_client_goes_away(url: str, clips: dict[str, Path]) -> None:
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(
+            f"{url}/predict",
+            files={"clip": ("long.wav", clips["long"].read_bytes(), "audio/wav")},
+            timeout=httpx.Timeout(10, read=0.05),
+        )
+    deadline = time.monotonic() + 30
+    while uploads_left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert uploads_left() == []
+    assert post(url, clips["wav"]).status_code == 200
 
 
 def test_openapi_page(url: str) -> None:
