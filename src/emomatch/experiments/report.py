@@ -491,7 +491,8 @@ def build_blocks(c: Collected, folder: Path) -> tuple[list[Block], list[Figure]]
     runs_table = []
     for r in c.rows:
         seeds = sorted({int(x["seed"]) for x in r.scores.runs if "seed" in x})
-        fields = sorted({str(r.config.get("data", {}).get("split_field", ""))})
+        # each fold's run saved its own split field; the row's config has the base one
+        fields = sorted({str(_run_config(d)["data"]["split_field"]) for d in r.scores.dirs})
         sets = " ".join(f"{k}={json.dumps(v)}" for k, v in {**spec.set, **r.row.set}.items())
         runs_table.append(
             [r.row.name, sets or "-", ", ".join(fields), ", ".join(map(str, seeds)), _wall(c, r)]
