@@ -167,7 +167,7 @@ class Predictor:
         if unknown:
             raise DataError(f"options for modalities the model does not use: {', '.join(unknown)}")
         self._extractors = rebuild_extractors(
-            self.bundle.features, self._options, device=self.device.type
+            self.bundle.features, self._options, device=str(self.device)
         )
 
     @property
