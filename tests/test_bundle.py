@@ -137,6 +137,11 @@ def test_broken_bundles_are_named(trained, tmp_path) -> None:
         read_bundle(evil)
     with pytest.raises(EmomatchError, match="not an empty folder"):
         emomatch.export(trained["run"], trained["folder"])
+    with pytest.raises(EmomatchError, match="holds no finished run"):
+        emomatch.export(empty, tmp_path / "out")
+    (tmp_path / "folds" / "fold_1").mkdir(parents=True)
+    with pytest.raises(EmomatchError, match="one run per fold"):
+        emomatch.export(tmp_path / "folds", tmp_path / "out")
 
 
 def test_first_difference_names_the_setting() -> None:

@@ -117,6 +117,13 @@ def export_bundle(
         raise EmomatchError(f"run folder {run} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EmomatchError(f"{out} exists and is not an empty folder; choose another --out")
+    folds = sorted(p.name for p in run.glob("fold_*") if p.is_dir())
+    if folds and not (run / "checkpoints").is_dir():
+        # each fold is a model trained on other speakers: no one of them is "the" model
+        raise EmomatchError(
+            f"{run} holds one run per fold ({', '.join(folds)}); export one of them, e.g. "
+            f"{run / folds[0]}"
+        )
     checkpoints = run_checkpoints(run)
     missing = [p for p in checkpoints if not p.is_file()]
     if missing:
