@@ -213,3 +213,16 @@ def test_training_refuses_an_unlabeled_store_made_differently(tmp_path) -> None:
     cfg = make_config(labeled, data={"store": str(labeled), "unlabeled_store": str(pool)})
     with pytest.raises(DataError, match=rf"acoustic\.seed: {pool} has 8, {labeled} has 7"):
         prepare_training_data(cfg)
+
+
+def test_import_emomatch_stays_light() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, emomatch; "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert callable(emomatch.load) and emomatch.Predictor.__name__ == "Predictor"
