@@ -337,7 +337,14 @@ def _curve_figure(c: Collected) -> Figure | None:
         xs = [r.row.x for r in ours]
         ys = [100 * r.scores.mean(metric) for r in ours]
         err = [100 * r.scores.std(metric) for r in ours]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"emomatch {col}")
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=err,
+            marker="o",
+            capsize=3,
+            label="emomatch" + ("" if col == "ours" else f" {col}"),
+        )
     first_col = [r for r in c.rows if r.row.column == columns[0]]
     for name in BASELINES:
         pts = []
