@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -32,7 +33,7 @@ def part(ids: list[str], split: str = "train") -> tuple[pd.DataFrame, dict[str, 
     return index, arrays
 
 
-def test_round_trip_over_several_parts_is_memory_mapped(tmp_path) -> None:
+def test_round_trip_over_several_parts(tmp_path) -> None:
     writer = StoreWriter(tmp_path / "s", ["a", "b"], SPECS)
     writer.write_part(*part(["u0", "u1", "u2"]))
     writer.write_part(*part(["u3", "u4"], split="test"))
@@ -44,7 +45,7 @@ def test_round_trip_over_several_parts_is_memory_mapped(tmp_path) -> None:
     assert got.tolist() == [[3, 4, 5], [0, 1, 2], [0, 1, 2]]
     assert store.lengths("lexical", rows).tolist() == [2, 1, 1]
     assert store.labels(np.array([0, 1])).tolist() == [1, 0]
-    assert isinstance(store._open_arrays()[0]["acoustic"], np.memmap)
+    assert got.dtype == np.float32
     assert writer.done_ids() == {"u0", "u1", "u2", "u3", "u4"}
 
 
@@ -115,21 +116,67 @@ def test_a_part_that_cannot_be_read_now_is_never_dropped(tmp_path, monkeypatch) 
     """Permissions or an I/O error are not damage: the writer stops instead of repairing."""
     import errno
 
+    from emomatch.store import format as store_format
     from emomatch.store.format import PartUnreadableError
 
     with StoreWriter(tmp_path / "s", ["a", "b"], SPECS) as writer:
         writer.write_part(*part(["u0", "u1"]))
-    real = np.load
+    real = store_format.open_array
 
     def denied(file, *args, **kwargs):
         if str(file).endswith("lexical.npy"):
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(np, "load", denied)
+    monkeypatch.setattr(store_format, "open_array", denied)
     with pytest.raises(PartUnreadableError, match="cannot read .*lexical.npy: Permission denied"):
         StoreWriter(tmp_path / "s", ["a", "b"], SPECS)
     with pytest.raises(StoreError, match="Permission denied"):
         FeatureStore(tmp_path / "s")
-    monkeypatch.setattr(np, "load", real)
+    monkeypatch.setattr(store_format, "open_array", real)
     assert len(FeatureStore(tmp_path / "s")) == 2
+
+
+def test_float16_store_reads_back_as_float32_and_refuses_overflow(tmp_path) -> None:
+    half = {m: dataclasses.replace(s, dtype="float16") for m, s in SPECS.items()}
+    writer = StoreWriter(tmp_path / "s", ["a", "b"], half)
+    index, arrays = part(["u0", "u1", "u2"])
+    arrays["lexical"] = np.random.default_rng(0).normal(size=(3, 4, 2)).astype(np.float32)
+    writer.write_part(index, arrays)
+    assert np.load(tmp_path / "s/parts/part-00000/lexical.npy").dtype == np.float16
+    store = FeatureStore(tmp_path / "s")
+    got = store.fetch("lexical", np.array([2, 0]))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, arrays["lexical"][[2, 0]], rtol=1e-3, atol=1e-3)
+    assert not np.array_equal(got, arrays["lexical"][[2, 0]])  # it really went through float16
+    index, arrays = part(["u3", "u4"])
+    arrays["acoustic"][1, 2] = 1e6
+    with pytest.raises(StoreError, match="acoustic features hold 1e\\+06, beyond the range"):
+        writer.write_part(index, arrays)
+    with pytest.raises(StoreError, match="dtype must be one of"):
+        ModalitySpec(kind="vector", dim=3, dtype="int8")
+
+
+def test_float32_spec_keeps_the_store_json_of_earlier_versions(tmp_path) -> None:
+    StoreWriter(tmp_path / "s", ["a", "b"], SPECS)
+    meta = json.loads((tmp_path / "s" / "store.json").read_text())
+    assert "dtype" not in meta["modalities"]["acoustic"]
+    StoreWriter(tmp_path / "s", ["a", "b"], SPECS)  # reopened: the same settings
+    half = dict(SPECS, acoustic=dataclasses.replace(SPECS["acoustic"], dtype="float16"))
+    with pytest.raises(StoreError, match="other modalities"):
+        StoreWriter(tmp_path / "s", ["a", "b"], half)
+
+
+def test_fetch_reads_runs_of_rows_in_the_order_asked_and_names_a_truncated_file(tmp_path) -> None:
+    writer = StoreWriter(tmp_path / "s", ["a", "b"], SPECS)
+    writer.write_part(*part([f"u{i}" for i in range(10)]))
+    store = FeatureStore(tmp_path / "s")
+    rows = np.array([9, 3, 4, 5, 0, 8, 4])
+    expected = np.arange(30, dtype=np.float32).reshape(10, 3)[rows]
+    assert np.array_equal(store.fetch("acoustic", rows), expected)
+    assert [len(r) for r, _ in store.iter_chunks("acoustic", np.arange(10), chunk=4)] == [4, 4, 2]
+    assert store.chunk_rows("lexical", budget_bytes=64) == 2  # 4 x 2 float32 = 32 bytes a row
+    npy = tmp_path / "s/parts/part-00000/acoustic.npy"
+    npy.write_bytes(npy.read_bytes()[:-12])  # the last row gone after the store was opened
+    with pytest.raises(StoreError, match="acoustic.npy: rows 9..9 end past the end"):
+        store.fetch("acoustic", np.array([9]))

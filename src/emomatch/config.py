@@ -190,8 +190,14 @@ class TrainConfig(_Strict):
     select_metric: Literal["ua", "wa", "wap", "weighted_f1", "macro_f1"] = "ua"
     accelerator: str = "auto"
     devices: int | str = "auto"
-    #: ``auto``: 16-bit mixed precision on CUDA, 32-bit elsewhere
-    precision: str = "auto"
+    #: ``auto``: 16-bit mixed precision on CUDA, 32-bit elsewhere; ``bf16-mixed`` runs matmuls
+    #: and convolutions in bfloat16 (float32's range, so no loss scaling: Ampere or newer GPUs,
+    #: CPUs with AVX-512 BF16 or AMX); the matching kernels stay float32 in every mode
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = "auto"
+    #: activation checkpointing: keep only the auto-encoders' inputs and run their forward again
+    #: in the backward pass (the same gradients; about a sixth of the step's activation memory
+    #: for roughly a third more compute; bench/paper_scale.py)
+    recompute: bool = False
     num_workers: int = Field(0, ge=0)
     progress_bar: bool = True
     #: epoch histories written: ``csv`` (logs/metrics.csv, always kept: reports and resumption

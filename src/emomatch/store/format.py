@@ -2,10 +2,13 @@
 
 Why Parquet + .npy: the index (ids, speakers, split/fold fields, labels, lengths) is a small
 table that pandas/Arrow users can open directly, and the feature arrays are plain ``.npy`` files
-that ``numpy.load(mmap_mode="r")`` maps without reading them, so a paper-scale store never has to
-fit in RAM. A store grows by whole *parts* that are written to a temporary folder and renamed
-into place, so an interrupted writer never leaves the store unreadable and a resumed writer
-knows which utterances are done.
+whose rows a reader fetches with positional reads (``os.preadv``) at the offset the ``.npy``
+header gives, so a paper-scale store never has to fit in RAM, and reading a whole epoch does not
+grow the reader's resident memory either (pages of a memory map count in it and stay there).
+Features are float32, or float16 where a modality's ``dtype`` says so (half the disk and page
+cache; values are returned as float32). A store grows by whole *parts* that are written to a
+temporary folder and renamed into place, so an interrupted writer never leaves the store
+unreadable and a resumed writer knows which utterances are done.
 """
 
 from __future__ import annotations
@@ -53,12 +56,16 @@ class ModalitySpec:
 
     ``kind`` is ``vector`` (one row per utterance, e.g. openSMILE functionals) or ``sequence``
     (``max_len`` frames/words per utterance, zero-padded, with the valid length stored).
+    ``dtype`` is how the features are stored: ``float32``, or ``float16`` for half the disk
+    and page cache at paper scale (features are z-normalised later, so 3 significant digits
+    carry what extractors give; readers always get float32).
     """
 
     kind: str
     dim: int
     max_len: int = 1
     extractor: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.kind not in ("vector", "sequence"):
@@ -67,6 +74,10 @@ class ModalitySpec:
             raise StoreError(f"modality dims must be positive, got dim={self.dim}")
         if self.kind == "vector" and self.max_len != 1:
             raise StoreError("a vector modality has max_len 1")
+        if self.dtype not in STORED_DTYPES:
+            raise StoreError(
+                f"modality dtype must be one of {', '.join(STORED_DTYPES)}, got {self.dtype!r}"
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -74,6 +85,18 @@ class ModalitySpec:
 
     def same_features(self, other: ModalitySpec) -> bool:
         return self.shape == other.shape and self.extractor == other.extractor
+
+    def to_meta(self) -> dict[str, Any]:
+        """The spec as store.json holds it; float32 stays implicit, so stores written before
+        ``dtype`` existed keep comparing equal when a writer reopens them."""
+        raw = asdict(self)
+        if raw["dtype"] == "float32":
+            del raw["dtype"]
+        return raw
+
+
+#: dtypes a store may hold features in
+STORED_DTYPES = ("float32", "float16")
 
 
 def _length_column(modality: str) -> str:
@@ -155,17 +178,91 @@ def _specs_from_meta(meta: Mapping[str, Any], where: Path) -> dict[str, Modality
     return specs
 
 
+@dataclass(frozen=True)
+class ArrayFile:
+    """Where one part's feature array lies in its ``.npy`` file: rows are C-ordered and
+    contiguous after the header, so row ``r`` starts at ``offset + r * row_bytes``."""
+
+    path: Path
+    rows: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    offset: int
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def read(self, local: np.ndarray) -> np.ndarray:
+        """Rows ``local`` (sorted ascending) in that order, one positional read per run of
+        consecutive rows."""
+        out = np.empty((len(local), *self.row_shape), dtype=self.dtype)
+        if len(local) == 0:
+            return out
+        breaks = np.flatnonzero(np.diff(local) != 1) + 1
+        starts = np.concatenate([[0], breaks])
+        ends = np.concatenate([breaks, [len(local)]])
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        try:
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                want = (b - a) * self.row_bytes
+                got = os.preadv(fd, [out[a:b].data.cast("B")], self._at(int(local[a])))
+                if got != want:
+                    raise StoreError(
+                        f"{self.path}: rows {int(local[a])}..{int(local[b - 1])} end past the "
+                        f"end of the file ({got} of {want} bytes), probably truncated"
+                    )
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        return out
+
+    def _at(self, row: int) -> int:
+        return self.offset + row * self.row_bytes
+
+
+def open_array(file: Path) -> ArrayFile:
+    """Parse a ``.npy`` header and check that the file holds all its rows. Raises
+    FileNotFoundError, OSError (I/O) or StoreError (not an array, truncated)."""
+    with open(file, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        except ValueError as exc:
+            raise StoreError(
+                f"{file.name} is not a .npy array, probably truncated ({exc})"
+            ) from None
+        offset = fh.tell()
+        size = os.fstat(fh.fileno()).st_size
+    if fortran or dtype.hasobject or not shape:
+        raise StoreError(f"{file.name}: expected a C-ordered numeric array, got {dtype} {shape}")
+    array = ArrayFile(Path(file), int(shape[0]), tuple(int(s) for s in shape[1:]), dtype, offset)
+    if size < offset + array.rows * array.row_bytes:
+        raise StoreError(
+            f"{file.name} cannot be read, probably truncated ({size} bytes for "
+            f"{array.rows} rows of {array.row_bytes} after a {offset}-byte header)"
+        )
+    return array
+
+
 @dataclass
 class ScannedPart:
     path: Path
     index: pd.DataFrame
-    arrays: dict[str, np.ndarray]
+    arrays: dict[str, ArrayFile]
 
 
 def _scan_part(
     part: Path, modalities: Mapping[str, ModalitySpec], fields: Sequence[str]
 ) -> ScannedPart:
-    """Open one finished part (index read, arrays memory-mapped). A damaged part raises
+    """Open one finished part (index read, array headers checked). A damaged part raises
     StoreError saying what is wrong; a read that fails for another reason (permissions, an I/O
     error) raises :class:`PartUnreadableError`, so that a writer never drops a sound part it
     merely could not read."""
@@ -189,18 +286,15 @@ def _scan_part(
     for name, spec in modalities.items():
         file = part / f"{name}.npy"
         try:
-            arr = np.load(file, mmap_mode="r")
+            arr = open_array(file)
         except FileNotFoundError:
             raise StoreError(f"{file.name} is missing") from None
         except OSError as exc:
             raise PartUnreadableError(f"cannot read {file}: {exc.strerror or exc}") from None
-        except (ValueError, EOFError) as exc:
-            # numpy reports a truncated array as "mmap length is greater than file size".
-            raise StoreError(f"{file.name} cannot be read, probably truncated ({exc})") from None
-        if arr.shape != (len(index), *spec.shape) or arr.dtype != np.float32:
+        if (arr.rows, *arr.row_shape) != (len(index), *spec.shape) or arr.dtype != spec.dtype:
             raise StoreError(
-                f"{file.name} has shape {arr.shape} {arr.dtype}, expected "
-                f"{(len(index), *spec.shape)} float32"
+                f"{file.name} has shape {(arr.rows, *arr.row_shape)} {arr.dtype}, expected "
+                f"{(len(index), *spec.shape)} {spec.dtype}"
             )
         arrays[name] = arr
     return ScannedPart(part, index, arrays)
@@ -281,7 +375,7 @@ class StoreWriter:
             "emomatch_version": __version__,
             "classes": self.classes,
             "fields": self.fields,
-            "modalities": {k: asdict(v) for k, v in self.modalities.items()},
+            "modalities": {k: v.to_meta() for k, v in self.modalities.items()},
             "info": dict(info or {}),
         }
         self._lock = ExitStack()
@@ -400,9 +494,9 @@ class StoreWriter:
             tmp = Path(tempfile.mkdtemp(dir=parts, prefix=".tmp-"))
             table.to_parquet(tmp / INDEX_FILE, index=False)
             _fsync_file(tmp / INDEX_FILE)
-            for name in self.modalities:
+            for name, spec in self.modalities.items():
                 with open(tmp / f"{name}.npy", "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(arrays[name], dtype=np.float32))
+                    np.save(fh, _stored(name, arrays[name], spec))
                     fh.flush()
                     os.fsync(fh.fileno())
             # mkdtemp makes the folder private (0700); a store is meant to be shared.
@@ -422,6 +516,21 @@ class StoreWriter:
         self._next += 1
         self._done.update(table["id"])
         return final
+
+
+def _stored(name: str, values: np.ndarray, spec: ModalitySpec) -> np.ndarray:
+    """The array as the store holds it; a value float16 cannot hold is refused, not made inf."""
+    stored = np.ascontiguousarray(values, dtype=spec.dtype)
+    if spec.dtype != "float32" and not np.isfinite(stored).all():
+        source = np.asarray(values)
+        overflow = np.isfinite(source) & ~np.isfinite(stored)
+        if overflow.any():
+            worst = float(np.abs(source[overflow]).max())
+            raise StoreError(
+                f"{name} features hold {worst:g}, beyond the range of {spec.dtype} "
+                f"(max {float(np.finfo(spec.dtype).max):g}); store {name} as float32"
+            )
+    return stored
 
 
 def _umask_bits() -> int:
@@ -491,7 +600,8 @@ def new_store_folder(path: str | Path) -> Iterator[Path]:
 
 
 class FeatureStore:
-    """Read side of the store: the index in memory, features memory-mapped per part."""
+    """Read side of the store: the index in memory, features read per batch from each part's
+    files (positional reads of the rows asked, nothing kept resident)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -515,35 +625,10 @@ class FeatureStore:
             frame["_part"] = k
             frame["_row"] = np.arange(len(frame))
             frames.append(frame)
-        self._part_sizes = [len(f) for f in frames]
-        self._arrays: list[dict[str, np.ndarray]] | None = [p.arrays for p in good]
+        # Only where each array's rows start: no file stays open, so the store pickles small
+        # into DataLoader workers and a store of thousands of parts needs no descriptor each.
+        self._arrays: list[dict[str, ArrayFile]] = [p.arrays for p in good]
         self.index = pd.concat(frames, ignore_index=True)
-
-    def _open_arrays(self) -> list[dict[str, np.ndarray]]:
-        if self._arrays is None:
-            opened = []
-            for part, size in zip(self._parts, self._part_sizes, strict=True):
-                arrays = {}
-                for name, spec in self.modalities.items():
-                    arr = np.load(part / f"{name}.npy", mmap_mode="r")
-                    if arr.shape != (size, *spec.shape):
-                        raise StoreError(
-                            f"{part / (name + '.npy')} has shape {arr.shape}, "
-                            f"expected {(size, *spec.shape)}"
-                        )
-                    arrays[name] = arr
-                opened.append(arrays)
-            self._arrays = opened
-        return self._arrays
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Memory maps would be pickled as their whole contents; worker processes reopen them.
-        state = self.__dict__.copy()
-        state["_arrays"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -579,18 +664,26 @@ class FeatureStore:
         out = np.empty((len(rows), *spec.shape), dtype=np.float32)
         parts = self.index["_part"].to_numpy()[rows]
         local = self.index["_row"].to_numpy()[rows]
-        arrays = self._open_arrays()
         for k in np.unique(parts):
             sel = np.flatnonzero(parts == k)
             order = np.argsort(local[sel], kind="stable")
-            # Sorted reads keep memory-mapped access sequential.
-            out[sel[order]] = arrays[k][modality][local[sel][order]]
+            # Sorted reads go forward through the file and merge consecutive rows into one read.
+            out[sel[order]] = self._arrays[k][modality].read(local[sel][order])
         return out
 
+    def chunk_rows(self, modality: str, budget_bytes: int = 32 * 2**20) -> int:
+        """Rows per chunk so that one chunk's float32 features take about ``budget_bytes``
+        (a fixed row count was 180 MB per chunk of 22 x 1024 word sequences, several times that
+        in the float64 passes over it)."""
+        row = int(np.prod(self.modalities[modality].shape)) * 4
+        return max(1, budget_bytes // row)
+
     def iter_chunks(
-        self, modality: str, rows: np.ndarray, chunk: int = 2048
+        self, modality: str, rows: np.ndarray, chunk: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (row positions, features) in chunks, for passes over a whole split."""
+        """Yield (row positions, features) in chunks, for passes over a whole split; ``chunk``
+        rows each (default: :meth:`chunk_rows`)."""
+        chunk = chunk or self.chunk_rows(modality)
         for start in range(0, len(rows), chunk):
             sel = rows[start : start + chunk]
             yield sel, self.fetch(modality, sel)

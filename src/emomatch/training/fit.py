@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping
 from emomatch.config import ExperimentConfig
 from emomatch.errors import ConfigError, EmomatchError
 from emomatch.files import atomic_path, atomic_write_text, hold_lock
-from emomatch.runtime import keep_freed_memory
+from emomatch.runtime import StreamingCheckpointIO, keep_freed_memory
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.persist import (
     LAST,
@@ -40,6 +40,8 @@ RESUMABLE_CHANGES = {
     ("train", "progress_bar"),
     ("train", "num_workers"),
     ("train", "loggers"),
+    # the same gradients either way: only memory and time differ
+    ("train", "recompute"),
 }
 
 
@@ -238,6 +240,7 @@ def _fit_locked(
             deterministic=cfg.train.deterministic,
             use_distributed_sampler=False,
             log_every_n_steps=1,
+            plugins=[StreamingCheckpointIO()],
         )
     except (ValueError, RuntimeError, TypeError) as exc:
         # Lightning's MisconfigurationException is a ValueError/RuntimeError subclass.

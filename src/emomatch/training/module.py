@@ -31,7 +31,9 @@ class EmoMatchModule(pl.LightningModule):
         self.cfg = ExperimentConfig.model_validate(config)
         self.classes = list(classes)
         self.shapes = {m: tuple(s) for m, s in shapes.items()}
-        self.model = EmotionModel(self.shapes, len(classes), self.cfg.model)
+        self.model = EmotionModel(
+            self.shapes, len(classes), self.cfg.model, recompute=self.cfg.train.recompute
+        )
         self.normalizer = Normalizer({m: s[-1] for m, s in self.shapes.items()})
         self.class_weights: torch.Tensor | None
         if class_weights is not None:
