@@ -168,6 +168,9 @@ def main() -> None:
         help="train.recompute (activation checkpointing); --no-recompute stores activations",
     )
     parser.add_argument(
+        "--precision", choices=["32-true", "bf16-mixed"], default="32-true", help="train.precision"
+    )
+    parser.add_argument(
         "--data-only",
         action="store_true",
         help="only the data path: checks, statistics and one epoch of batches, no model",
@@ -201,6 +204,7 @@ def main() -> None:
             accelerator="cpu",
             devices=1,
             recompute=args.recompute,
+            precision=args.precision,
         ),
     )
     if args.data_only:
@@ -222,7 +226,7 @@ def main() -> None:
     per_step = 2 * args.batch
     epoch_s = step_s * clock.steps_per_epoch
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision} CPU, "
         f"train.recompute={args.recompute}"
     )
     print(f"splits {SPLITS}, batch {args.batch} labelled + {args.batch} unlabelled")

@@ -189,7 +189,11 @@ class TrainConfig(_Strict):
     #: validation metric that selects the checkpoint (ua for IEMOCAP, weighted_f1 for MELD)
     select_metric: Literal["ua", "wa", "wap", "weighted_f1", "macro_f1"] = "ua"
     accelerator: str = "auto"
+    #: devices per node; several train with DDP (one process each, launched by Lightning or
+    #: ``torchrun --nproc_per_node``)
     devices: int | str = "auto"
+    #: machines of a multi-node DDP run (``torchrun --nnodes``; README, "Several GPUs or nodes")
+    num_nodes: int = Field(1, ge=1)
     #: ``auto``: 16-bit mixed precision on CUDA, 32-bit elsewhere; ``bf16-mixed`` runs matmuls
     #: and convolutions in bfloat16 (float32's range, so no loss scaling: Ampere or newer GPUs,
     #: CPUs with AVX-512 BF16 or AMX); the matching kernels stay float32 in every mode

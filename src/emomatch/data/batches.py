@@ -95,17 +95,31 @@ class TrainBatches(Sampler[Key]):
 
 
 class EvalBatches(Sampler[Key]):
-    """Consecutive positions, in order, for validation/test/prediction."""
+    """Consecutive positions, in order, for validation/test/prediction.
 
-    def __init__(self, n: int, batch_size: int = 256) -> None:
-        self.n, self.batch_size = n, batch_size
+    ``shard``: under DDP each process takes its own contiguous share of the positions (sizes
+    differ by at most one), so validation runs once over the split, not once per process; the
+    trainer gathers the predictions before scoring them. Off by default: evaluation after a
+    distributed run must still see every position in the process that scores them.
+    """
+
+    def __init__(self, n: int, batch_size: int = 256, shard: bool = False) -> None:
+        self.n, self.batch_size, self.shard = n, batch_size, shard
+
+    def _range(self) -> tuple[int, int]:
+        if not self.shard:
+            return 0, self.n
+        rank, world = _dist_rank_world()
+        return self.n * rank // world, self.n * (rank + 1) // world
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        lo, hi = self._range()
+        return -(-(hi - lo) // self.batch_size)
 
     def __iter__(self) -> Iterator[Key]:
-        for i in range(0, self.n, self.batch_size):
-            yield np.arange(i, min(i + self.batch_size, self.n)), None
+        lo, hi = self._range()
+        for i in range(lo, hi, self.batch_size):
+            yield np.arange(i, min(i + self.batch_size, hi)), None
 
 
 def _part(split: Split, positions: np.ndarray, modalities: Sequence[str], labels: bool):

@@ -231,6 +231,7 @@ def _fit_locked(
             max_epochs=cfg.train.max_epochs,
             accelerator=cfg.train.accelerator,
             devices=cfg.train.devices,
+            num_nodes=cfg.train.num_nodes,
             precision=precision_for(cfg),  # type: ignore[arg-type]
             callbacks=[*selecting, EveryEpochCheckpoint(ckdir), *callbacks],
             logger=epoch_loggers(cfg.train.loggers, run_dir / "logs", resumed_epoch),
@@ -245,11 +246,13 @@ def _fit_locked(
     except (ValueError, RuntimeError, TypeError) as exc:
         # Lightning's MisconfigurationException is a ValueError/RuntimeError subclass.
         raise ConfigError(f"train settings refused by the trainer: {exc}") from None
-    atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
+    if launched_rank() == 0:
+        atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
     resume_from = str(last) if resumed_epoch is not None else None
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
     best = ckdir / "best.ckpt"
-    if not best.is_file():
+    # Only rank 0 writes checkpoints (and renames them into place after the others went on).
+    if trainer.is_global_zero and not best.is_file():
         raise EmomatchError(f"training ended without a best checkpoint in {ckdir}")
     if keeps_several and trainer.is_global_zero:
         return average_checkpoints(sorted(ckdir.glob(TOP_PREFIX + "*.ckpt")), ckdir / SELECTED)

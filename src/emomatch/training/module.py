@@ -116,12 +116,13 @@ class EmoMatchModule(pl.LightningModule):
         self._val_pred.append(logits.argmax(1).cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_true:
-            return
-        y = torch.cat(self._val_true).numpy()
-        p = torch.cat(self._val_pred).numpy()
+        # Under DDP each process validated its own share of the split (EvalBatches(shard=True)):
+        # the metrics are computed on everyone's predictions, the same on every process.
+        y, p = _gathered(self._val_true), _gathered(self._val_pred)
         self._val_true.clear()
         self._val_pred.clear()
+        if len(y) == 0:
+            return
         scores = classification_metrics(y, p, len(self.classes))
         for key in ("wap", "ua", "wa", "weighted_f1", "macro_f1"):
             self.log(
@@ -145,6 +146,16 @@ class EmoMatchModule(pl.LightningModule):
         scale = lr_scale(per_epoch, total, t.warmup_epochs, t.schedule)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, scale)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _gathered(chunks: list[torch.Tensor]) -> np.ndarray:
+    """The concatenated chunks of this process, and of every process where several train."""
+    local = torch.cat(chunks).numpy() if chunks else np.zeros(0, np.int64)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return local
+    shares: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shares, local)
+    return np.concatenate(shares)
 
 
 def lr_scale(

@@ -67,7 +67,7 @@ class TrainingData:
         )
         val = DataLoader(
             FeatureBatches(self.validation, mods),
-            sampler=EvalBatches(len(self.validation)),
+            sampler=EvalBatches(len(self.validation), shard=True),
             batch_size=None,
             num_workers=workers,
             persistent_workers=workers > 0,
