@@ -168,6 +168,11 @@ class TrainConfig(_Strict):
     #: batch shrinks to ceil(n / min_steps_per_epoch) when that is below ``batch_size``
     #: (0 = always ``batch_size``)
     min_steps_per_epoch: int = Field(0, ge=0)
+    #: while training only, each used modality of a labelled utterance is dropped with this
+    #: chance (never every modality of one utterance), masked as ``data.missing: mask`` masks
+    #: an absent one: a model that still predicts when a clip has no face or no speech. 0 (the
+    #: paper) draws nothing
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lr: float = Field(1e-3, gt=0.0)
     #: decoupled weight decay (AdamW); 0 with ``optimizer: adam`` is the paper's plain Adam
     optimizer: Literal["adam", "adamw"] = "adamw"

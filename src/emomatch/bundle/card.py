@@ -29,6 +29,21 @@ def _feature_line(modality: str, recorded: Mapping[str, Any]) -> str:
     return f"- **{modality}** {shape}: `{name}` ({shown})"
 
 
+def _missing_note(data: Mapping[str, Any], train: Mapping[str, Any]) -> str:
+    dropout = float(train.get("modality_dropout") or 0.0)
+    if dropout > 0:
+        return (
+            f", as in training, which left out each modality of a labelled utterance with "
+            f"chance {dropout:g} (`train.modality_dropout`)."
+        )
+    if data.get("missing") == "mask":
+        return " as in training (`missing: mask`)."
+    return (
+        "; the model was trained on complete utterances only (`missing: drop`), so such "
+        "predictions are less reliable."
+    )
+
+
 def model_card(
     meta: Mapping[str, Any], config: Mapping[str, Any], metrics: Mapping[str, Any]
 ) -> str:
@@ -110,13 +125,7 @@ def model_card(
         "- Scores above were measured on the corpus's own test split; expect lower on other "
         "speakers, languages, microphones and cameras.",
         "- A clip missing a modality (no face found, no speech, no transcript) is predicted "
-        "from the others"
-        + (
-            " as in training (`missing: mask`)."
-            if data.get("missing") == "mask"
-            else "; the model was trained on complete utterances only (`missing: drop`), so such "
-            "predictions are less reliable."
-        ),
+        "from the others" + _missing_note(data, train),
         "- Not for decisions about people (hiring, policing, health, surveillance): emotion "
         "categories are coarse, culturally variable and often wrong for a single utterance.",
         "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,13 +57,25 @@ class EmoMatchModule(pl.LightningModule):
         np.random.seed(seed % 2**32)
         random.seed(seed)
 
+    def _modality_draws(self) -> torch.Generator:
+        # A stream of its own per (seed, step, rank): a resumed run draws what an uninterrupted
+        # one drew at that step, and the global generator (dropout) is left as it was.
+        key = [self.cfg.seed, 3, self.global_step, self.global_rank]
+        state = np.random.SeedSequence(key).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss_cfg = self.cfg.loss
         shuffles = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.global_step)
         lab = batch["labeled"]
+        inputs = self.normalized(lab)
+        if self.cfg.train.modality_dropout > 0:
+            inputs = drop_modalities(
+                inputs, self.cfg.train.modality_dropout, self._modality_draws()
+            )
         labeled = stream_terms(
             self.model,
-            self.normalized(lab),
+            inputs,
             loss_cfg,
             labels=lab["labels"],
             class_weights=self.class_weights if loss_cfg.class_weights else None,
@@ -174,3 +186,21 @@ def lr_scale(
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return scale
+
+
+def drop_modalities(
+    inputs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    p: float,
+    generator: torch.Generator,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each modality a row has is made absent (length 0, the ``data.missing: mask`` path) with
+    probability ``p``; a row whose draw took every modality it had keeps the one that drew the
+    highest number (uniform among them), so no row is left with nothing to classify from."""
+    present = torch.stack([n > 0 for _, n in inputs.values()], 1)
+    draw = torch.rand(present.shape, generator=generator).to(present.device)
+    drop = (draw < p) & present
+    emptied = present.any(1) & ~(present & ~drop).any(1)
+    kept = torch.where(present, draw, -1.0).argmax(1)
+    columns = torch.arange(present.shape[1], device=present.device)
+    drop &= ~(emptied[:, None] & (columns == kept[:, None]))
+    return {m: (x, n.masked_fill(drop[:, i], 0)) for i, (m, (x, n)) in enumerate(inputs.items())}
