@@ -96,12 +96,28 @@ def test_experiment_command_runs_and_reports(tiny_store: Path, tmp_path) -> None
     spec = write_spec(tmp_path)
     base = write_base(tmp_path, tiny_store)
     out = tmp_path / "out"
-    args = ["experiment", str(spec), str(base), "--out", str(out), "--set", "seed=3"]
+    args = [
+        "experiment",
+        str(spec),
+        str(base),
+        "--out",
+        str(out),
+        "--set",
+        "seed=3",
+        "--seeds",
+        "2",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "run 2 of 2: semi" in result.output
+    assert "run 4 of 4: semi" in result.output
     assert (out / "report.html").is_file()
-    assert json.loads((out / "semi" / "metrics.json").read_text())["seed"] == 3
+    ensemble = json.loads((out / "semi" / "metrics.json").read_text())
+    assert ensemble["ensemble_of_seeds"] == [3, 4]
+    # the table: per-seed mean ± std, and the ensemble's own score beside it
+    head = _table((out / "report.md").read_text())[0]
+    assert "semi UA of the seeds' ensemble" in head
+    (row,) = [line for line in _table((out / "report.md").read_text()) if line.startswith("| A+L")]
+    assert f"| {100 * ensemble['ua']:.1f} |" in row
     manifest = json.loads((out / "experiment.json").read_text())
     assert manifest["overrides"] == ["seed=3"]
     bad = CliRunner().invoke(app, ["experiment", "nosuch", str(base), "--out", str(out)])

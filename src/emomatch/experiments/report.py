@@ -71,6 +71,8 @@ class RowResult:
     scores: Scores
     config: dict[str, Any]
     baselines: str | None = None
+    #: the row's own metrics.json where it scored its seeds' ensemble (``--seeds N``)
+    ensemble: dict[str, Any] | None = None
 
 
 def training_runs(folder: Path) -> list[Path]:
@@ -160,6 +162,13 @@ def collect(folders: Sequence[Path]) -> Collected:
     return Collected(spec, rows, {}, {}, _timings_of(folders), folders[0].parent)
 
 
+def _ensemble(row_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    path = row_dir / "metrics.json"
+    if int(manifest.get("seeds") or 1) < 2 or not path.is_file():
+        return None
+    return dict(json.loads(path.read_text()))
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_.+-" else "-" for c in name).lstrip("-.") or "run"
 
@@ -197,6 +206,7 @@ def _collect_experiment(folder: Path) -> Collected:
                 read_scores(runs),
                 entry.get("config") or _run_config(runs[0]),
                 entry.get("baselines"),
+                _ensemble(folder / row.name, manifest),
             )
         )
     if not rows:
@@ -238,10 +248,16 @@ def _table(c: Collected) -> tuple[list[str], list[list[str]], list[str]]:
     columns = list(dict.fromkeys(r.row.column for r in c.rows))
     cells = {(r.row.label, r.row.column): r for r in c.rows}
     with_paper = {col for col in columns for r in c.rows if r.row.column == col and r.row.paper}
+    # the seeds' ensemble is a model of its own (mean probabilities): shown beside the per-seed
+    # mean, in the primary metric only
+    primary = metrics[-1]
+    ensembles = {col for col in columns for r in c.rows if r.row.column == col and r.ensemble}
     head = ["" if spec.name != "runs" else "run"]
     for col in columns:
         prefix = "" if col == "ours" and len(columns) == 1 else f"{col} "
         head += [f"{prefix}{METRIC_NAMES[m]}" for m in metrics]
+        if col in ensembles:
+            head.append(f"{prefix}{METRIC_NAMES[primary]} of the seeds' ensemble")
         if col in with_paper:
             head.append(f"{prefix}paper {' / '.join(METRIC_NAMES[m] for m in metrics)}")
     as_columns = spec.baselines == "columns" and c.baselines
@@ -256,6 +272,9 @@ def _table(c: Collected) -> tuple[list[str], list[list[str]], list[str]]:
         for col in columns:
             r = cells.get((label, col))
             line += [r.scores.cell(m) if r else "" for m in metrics]
+            if col in ensembles:
+                ens = r.ensemble if r else None
+                line.append(f"{100 * ens[primary]:.1f}" if ens else "")
             if col in with_paper:
                 paper = r.row.paper if r else {}
                 shown = [f"{paper[m]:.1f}" if m in paper else "–" for m in metrics]
@@ -280,6 +299,8 @@ def _table(c: Collected) -> tuple[list[str], list[list[str]], list[str]]:
                 line = [label]
                 for i, col in enumerate(columns):
                     line += [s.cell(m) if i == 0 else "" for m in metrics]
+                    if col in ensembles:
+                        line.append("")
                     if col in with_paper:
                         line.append("")
                 body.append(line)
