@@ -82,7 +82,8 @@ def make_step(  # type: ignore[no-untyped-def]
     n_unl = batch if unlabeled_batch is None else unlabeled_batch
     unl_in = random_batch(n_unl, gen, False, shapes, device)[0] if n_unl else None
     shuffles = torch.Generator().manual_seed(seed + 1)
-    forward = torch.compile(model, dynamic=True) if compile_model else model
+    # dynamic=True fails inside inductor on the packed-token count (torch 2.13): static shapes
+    forward = torch.compile(model) if compile_model else model
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -169,7 +170,11 @@ def main() -> None:
         default=None,
         help="default: 32-true on CPU, bf16-mixed on CUDA",
     )
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (fails in inductor with torch 2.13: docs/benchmarks.md)",
+    )
     parser.add_argument("--sweep", choices=["batch", "length", "unlabeled"], default=None)
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
