@@ -717,7 +717,7 @@ def experiment(
         str,
         typer.Argument(
             help="a shipped experiment (ablation, labels, matching, meld, modalities, semi, "
-            "unlabeled-quantity) or the path of an experiment .yaml"
+            "unlabeled-quantity, unlabeled-weight) or the path of an experiment .yaml"
         ),
     ],
     config: Annotated[Path, typer.Argument(help="base YAML config (as for train)")],
