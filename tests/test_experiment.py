@@ -152,6 +152,19 @@ def test_rerun_skips_finished_runs(finished: Path, tiny_store, monkeypatch) -> N
     assert "2 training runs (2 already finished)" in said[0]
 
 
+def test_finished_runs_of_another_config_or_seeds_are_refused(finished: Path) -> None:
+    spec = load_spec(write_spec(finished.parent))
+    base = finished.parent / "base.yaml"
+    before = {p: p.stat().st_mtime_ns for p in finished.rglob("metrics.json")}
+    with pytest.raises(ConfigError, match="differs in loss.alpha"):
+        run_experiment(spec, base, finished, ["loss.alpha=0.5"])
+    with pytest.raises(ConfigError, match="finished run of other seeds or folds"):
+        run_experiment(spec, base, finished, seeds=2)
+    # display settings may change: the finished runs are reused as they are
+    run_experiment(spec, base, finished, ["train.progress_bar=true"])
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("metrics.json")} == before
+
+
 def test_an_interrupted_row_resumes_from_its_last_epoch(tiny_store, tmp_path) -> None:
     spec = load_spec(write_spec(tmp_path))
     out = tmp_path / "out"

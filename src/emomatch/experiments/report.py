@@ -26,7 +26,7 @@ import numpy as np
 from emomatch.baseline import BASELINES
 from emomatch.errors import DataError
 from emomatch.evaluation.report import confusion_png, figure_png
-from emomatch.experiments.run import MANIFEST, TIMINGS, versions
+from emomatch.experiments.run import MANIFEST, TIMINGS, training_runs, versions
 from emomatch.experiments.spec import ExperimentSpec, Row
 from emomatch.files import atomic_write_bytes, atomic_write_text
 
@@ -73,13 +73,6 @@ class RowResult:
     baselines: str | None = None
     #: the row's own metrics.json where it scored its seeds' ensemble (``--seeds N``)
     ensemble: dict[str, Any] | None = None
-
-
-def training_runs(folder: Path) -> list[Path]:
-    """The single training runs under a row's folder (a run, its folds, its seeds): the
-    folders holding both ``config.yaml`` and ``metrics.json``."""
-    found = [p.parent for p in folder.rglob("config.yaml") if (p.parent / "metrics.json").is_file()]
-    return sorted(found)
 
 
 def baseline_runs(folder: Path) -> Scores:

@@ -14,6 +14,7 @@ Running it again skips finished runs and resumes an interrupted one (runs.py's r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import yaml
 from pytorch_lightning.callbacks import Callback
 
 from emomatch.baseline import run_baselines
@@ -35,6 +37,7 @@ from emomatch.experiments.spec import ExperimentSpec, Row, row_configs
 from emomatch.files import atomic_write_text, hold_lock
 from emomatch.runs import train_and_report, train_folds
 from emomatch.store import FeatureStore
+from emomatch.training.fit import CONFIG_FILE, config_differences
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,13 @@ def data_folder(cfg: ExperimentConfig) -> str:
 
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file()
+
+
+def training_runs(folder: Path) -> list[Path]:
+    """The finished single training runs under a row's folder (a run, its folds, its seeds):
+    the folders holding both ``config.yaml`` and ``metrics.json``."""
+    found = [p.parent for p in folder.rglob(CONFIG_FILE) if is_finished(p.parent)]
+    return sorted(found)
 
 
 class Progress(Callback):
@@ -139,11 +149,56 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _leaf_dirs(row_dir: Path, folds: Sequence[int] | None, seeds: int, first_seed: int) -> list:
-    base = [row_dir] if folds is None else [row_dir / f"fold_{k}" for k in folds]
-    if seeds == 1:
-        return base
-    return [b / f"seed_{first_seed + i}" for b in base for i in range(seeds)]
+def training_runs_of(
+    cfg: ExperimentConfig, row_dir: Path, folds: Sequence[int] | None, seeds: int
+) -> list[tuple[Path, ExperimentConfig]]:
+    """The single training runs of a row and the config each trains with, laid out as
+    ``train_folds`` / ``train_seeds`` lay them out (``fold_k/``, ``seed_S/``)."""
+    out = []
+    for k in [None] if folds is None else folds:
+        for i in range(seeds):
+            run = cfg.model_copy(deep=True)
+            run.seed = cfg.seed + i
+            where = row_dir
+            if k is not None:
+                run.data.split_field = f"fold_{k}"
+                where = where / f"fold_{k}"
+            out.append((where / f"seed_{run.seed}" if seeds > 1 else where, run))
+    return out
+
+
+#: settings that may differ between a finished run and the same run asked for again
+DISPLAY_ONLY = {("train", "progress_bar"), ("train", "num_workers"), ("train", "loggers")}
+
+
+def check_finished(row: Row, row_dir: Path, runs: Sequence[tuple[Path, ExperimentConfig]]) -> None:
+    """A finished run is reused only if it is the run asked for: same config (but for display
+    settings), same seeds and folds. Otherwise a changed --set or --seeds would be reported
+    with the old runs' scores."""
+    for run_dir, cfg in runs:
+        if not is_finished(run_dir) or not (run_dir / CONFIG_FILE).is_file():
+            continue
+        saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+        with contextlib.suppress(ValueError):
+            # a run saved by an earlier version lacks keys added since: they take their defaults
+            saved = ExperimentConfig.model_validate(saved).model_dump(mode="json")
+        changed = [
+            ".".join(k)
+            for k in config_differences(saved, cfg.model_dump(mode="json"))
+            if k not in DISPLAY_ONLY
+        ]
+        if changed:
+            raise ConfigError(
+                f"row {row.name!r}: {run_dir} holds a finished run of another config (it differs "
+                f"in {', '.join(changed)}); choose another --out or delete that folder"
+            )
+    asked = {d.resolve() for d, _ in runs}
+    other = sorted(d for d in training_runs(row_dir) if d.resolve() not in asked)
+    if other:
+        raise ConfigError(
+            f"row {row.name!r}: {other[0]} is a finished run of other seeds or folds than asked "
+            "for (the report would mix them in); choose another --out or delete that folder"
+        )
 
 
 def run_experiment(
@@ -172,16 +227,16 @@ def run_experiment(
         first = rows[0][1]
         store = FeatureStore(first.data.store)
         chosen = choose_folds(store, None if isinstance(folds, str) else list(folds))
+    runs = {row.name: training_runs_of(cfg, out / row.name, chosen, seeds) for row, cfg in rows}
+    for row, _ in rows:
+        check_finished(row, out / row.name, runs[row.name])
     out.mkdir(parents=True, exist_ok=True)
     with hold_lock(out, "experiment folder"):
         manifest = _manifest(spec, config, overrides, chosen, seeds, rows, out)
         manifest["command_line"] = command_line or manifest["command_line"]
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-        leaves = {
-            row.name: _leaf_dirs(out / row.name, chosen, seeds, cfg.seed) for row, cfg in rows
-        }
-        total = sum(len(v) for v in leaves.values())
-        finished = sum(is_finished(d) for v in leaves.values() for d in v)
+        total = sum(len(v) for v in runs.values())
+        finished = sum(is_finished(d) for v in runs.values() for d, _ in v)
         progress = Progress(total, finished, out / TIMINGS, say)
         say(
             f"experiment {spec.name}: {len(rows)} rows, {total} training runs "

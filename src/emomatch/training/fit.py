@@ -49,12 +49,15 @@ class RunExistsError(EmomatchError):
     pass
 
 
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: tuple[str, ...] = ()) -> list:
+def config_differences(
+    a: dict[str, Any], b: dict[str, Any], prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """Key paths where two config dicts differ."""
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _differences(va, vb, (*prefix, key))
+            out += config_differences(va, vb, (*prefix, key))
         elif va != vb:
             out.append((*prefix, key))
     return out
@@ -127,7 +130,7 @@ def fit(
         if cfg.train.schedule != "constant":
             # the decay is laid out over max_epochs: another budget is another schedule
             resumable.discard(("train", "max_epochs"))
-        changed = [k for k in _differences(old, config_dict) if k not in resumable]
+        changed = [k for k in config_differences(old, config_dict) if k not in resumable]
         if changed:
             keys = ", ".join(".".join(k) for k in changed)
             raise RunExistsError(f"cannot resume {run_dir}: the config differs in {keys}")
