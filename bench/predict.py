@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from emomatch.bundle import Bundle, Predictor
 from emomatch.config import ModelConfig
 from emomatch.model import EmotionModel, Normalizer
+from emomatch.runtime import matmul_flops_per_s
 from emomatch.synthetic.features import PAPER_SHAPES
 
 LABELS = ["angry", "happy", "neutral", "sad"]
@@ -65,16 +66,6 @@ def synthetic_features(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str
         }
         for m, s in shapes.items()
     }
-
-
-def matmul_flops_per_s(n: int, reps: int) -> float:
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
-    torch.mm(a, b)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def throughput(

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from emomatch.config import LossConfig, ModelConfig
 from emomatch.model import EmotionModel
 from emomatch.model.losses import objective, stream_terms
-from emomatch.runtime import keep_freed_memory
+from emomatch.runtime import keep_freed_memory, matmul_flops_per_s
 from emomatch.synthetic.features import PAPER_SHAPES
 
 CLASSES = 4
@@ -102,20 +102,6 @@ def make_step(  # type: ignore[no-untyped-def]
 
     model.train()
     return model, step
-
-
-def matmul_flops_per_s(n: int, reps: int, device: str = "cpu", bf16: bool = False) -> float:
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    torch.mm(a, b)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    sync()
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def median_step(step: Callable[[], float], steps: int) -> float:

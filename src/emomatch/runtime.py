@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,19 @@ class StreamingCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save(checkpoint, path)
+
+
+def matmul_flops_per_s(n: int, reps: int, device: str = "cpu", bf16: bool = False) -> float:
+    """Dense n x n matmul throughput (FLOP/s) on ``device``: the yardstick the benchmarks divide
+    their achieved FLOP/s by, measured in the same process because these machines are shared."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    torch.mm(a, b)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    sync()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
