@@ -55,6 +55,7 @@ def _validation_rows(run: Path) -> list[dict[str, str]]:
 
 
 def _torchrun(tmp_path: Path, config: Path, run: Path, *extra: str) -> None:
+    assert EMOMATCH.is_file(), f"{EMOMATCH}: the emomatch script is not installed beside python"
     cmd = [
         sys.executable,
         "-m",
