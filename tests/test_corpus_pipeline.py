@@ -92,7 +92,7 @@ def test_iemocap_semi_supervised_with_ami_pool(iemocap_store: Path, tmp_path: Pa
            "--no-progress", "--option", "visual.detector=none")  # fmt: skip
     cfg = config(tmp_path, "mixed", {**data, "unlabeled_store": str(other)})
     result = runner.invoke(app, ["train", str(cfg), "--out", str(tmp_path / "r2"), "--fold", "2"])
-    assert result.exit_code == 2 and "visual features differ" in result.output
+    assert result.exit_code == 2 and "made differently: visual.every" in result.output
 
 
 def test_meld_audio_text(tmp_path: Path) -> None:
