@@ -204,8 +204,8 @@ class TrainConfig(_Strict):
     #: CPUs with AVX-512 BF16 or AMX); the matching kernels stay float32 in every mode
     precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = "auto"
     #: activation checkpointing: keep only the auto-encoders' inputs and run their forward again
-    #: in the backward pass (the same gradients; about a sixth of the step's activation memory
-    #: for roughly a third more compute; bench/paper_scale.py)
+    #: in the backward pass (the same gradients; at the paper's dims 3.1 GB instead of 5.0 GB
+    #: peak for 43 % more step time on CPU: docs/benchmarks.md, bench/paper_scale.py)
     recompute: bool = False
     num_workers: int = Field(0, ge=0)
     progress_bar: bool = True
