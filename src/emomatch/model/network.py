@@ -39,7 +39,7 @@ class EmotionModel(nn.Module):
 
     ``recompute``: while training, keep only each auto-encoder's inputs for the backward pass
     and run its encoder and decoder forward again there (activation checkpointing). The
-    auto-encoders' activations are nearly all of a step's memory at the paper's dims (3.1 GB of
+    auto-encoders' activations are nearly all of a step's memory at the paper's dims (~3.1 GB of
     saved tensors at batch 128 + 128 in fp32); recomputed, the training process peaked at
     3.1 GB instead of 5.0 GB for 43 % more step time (docs/benchmarks.md). The random state is
     replayed, so dropout draws the same masks and the gradients are the same.
