@@ -144,13 +144,13 @@ def test_disk_full_while_training_keeps_checkpoints_and_resume_completes(
 ) -> None:
     import errno
 
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-
     from emomatch.errors import WriteError
+    from emomatch.runtime import StreamingCheckpointIO
 
     cfg = make_config(tiny_store, train={"max_epochs": 4})
     calls = {"n": 0}
-    original = TorchCheckpointIO.save_checkpoint
+    # the checkpoint writer the trainer uses (it streams to the file)
+    original = StreamingCheckpointIO.save_checkpoint
 
     def full_disk(self, checkpoint, path, storage_options=None):
         calls["n"] += 1
@@ -160,7 +160,7 @@ def test_disk_full_while_training_keeps_checkpoints_and_resume_completes(
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return original(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full_disk)
+    monkeypatch.setattr(StreamingCheckpointIO, "save_checkpoint", full_disk)
     run = tmp_path / "run"
     with pytest.raises(WriteError, match="No space left on device.*--resume"):
         train_and_report(cfg, run)
@@ -169,7 +169,7 @@ def test_disk_full_while_training_keeps_checkpoints_and_resume_completes(
 
     assert checkpoint_epoch(run / "checkpoints" / "last.ckpt") in (0, 1)
     assert not list((run / "checkpoints").glob(".*.tmp"))
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", original)  # space freed
+    monkeypatch.setattr(StreamingCheckpointIO, "save_checkpoint", original)  # space freed
     metrics = train_and_report(cfg, run, resume=True)
     straight = train_and_report(cfg, tmp_path / "straight")
     assert metrics["confusion"] == straight["confusion"]
