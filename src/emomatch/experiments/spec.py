@@ -12,9 +12,17 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from emomatch.config import (
     ExperimentConfig,
@@ -28,6 +36,16 @@ from emomatch.metrics import METRIC_KEYS
 
 SPEC_FOLDER = "specs"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _known_metric(v: str) -> str:
+    if v not in METRIC_KEYS:
+        raise ValueError(f"unknown metric {v!r}; known: {', '.join(METRIC_KEYS)}")
+    return v
+
+
+#: a key of the metrics a run reports (``ua``, ``weighted_f1`` ...)
+Metric = Annotated[str, AfterValidator(_known_metric)]
 
 
 class _Strict(BaseModel):
@@ -44,7 +62,7 @@ class Row(_Strict):
     #: dotted config keys -> values, applied after the base config and the user's --set
     set: dict[str, Any] = Field(default_factory=dict)
     #: the paper's figure for this setting, in percent, by metric key
-    paper: dict[str, float] = Field(default_factory=dict)
+    paper: dict[Metric, float] = Field(default_factory=dict)
     #: the row's position on the experiment's curve
     x: float | None = None
 
@@ -55,33 +73,18 @@ class Row(_Strict):
             raise ValueError(f"{v!r} must be a plain folder name (letters, digits, _ . + -)")
         return v
 
-    @field_validator("paper")
-    @classmethod
-    def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(METRIC_KEYS))
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(METRIC_KEYS)}")
-        return v
-
 
 class Curve(_Strict):
     #: the x axis' title; each row gives its own ``x``
     x: str
-    metric: str = "ua"
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, v: str) -> str:
-        if v not in METRIC_KEYS:
-            raise ValueError(f"unknown metric {v!r}; known: {', '.join(METRIC_KEYS)}")
-        return v
+    metric: Metric = "ua"
 
 
 class ExperimentSpec(_Strict):
     title: str
     about: str = ""
     #: the metrics of the table, in the paper's order (WAP / UA for IEMOCAP, weighted F1 MELD)
-    metrics: list[str] = Field(default_factory=lambda: ["wap", "ua"])
+    metrics: list[Metric] = Field(default_factory=lambda: ["wap", "ua"], min_length=1)
     #: where the ``paper`` figures come from; shown in the column header
     paper_corpus: str = "the paper"
     #: the logistic regression and linear SVM as extra columns of each table row (the row's
@@ -93,14 +96,6 @@ class ExperimentSpec(_Strict):
     rows: list[Row]
     #: filled in by :func:`load_spec`
     name: str = ""
-
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, v: list[str]) -> list[str]:
-        unknown = sorted(set(v) - set(METRIC_KEYS))
-        if unknown or not v:
-            raise ValueError(f"unknown metric(s) {unknown or '(none)'}; known: {METRIC_KEYS}")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
