@@ -74,18 +74,13 @@ def check_same_features(module: EmoMatchModule, store: FeatureStore) -> None:
     check_provenance(expected, store_provenance(store, mods), where=f"store {store.path}")
 
 
-def _split_probs(
-    module: EmoMatchModule,
-    store: str | Path | None,
-    split: str | Sequence[str] | None,
-    split_field: str | None,
-) -> tuple[Split, np.ndarray]:
-    data_cfg = module.cfg.data
-    store_obj = FeatureStore(store if store is not None else data_cfg.store)
-    mods = list(module.shapes)
+def _model_store(module: EmoMatchModule, store: str | Path | None) -> FeatureStore:
+    """The store a model is scored on (default: the one it trained on), opened and checked
+    against the model once: features made the same way, shapes, classes."""
+    store_obj = FeatureStore(store if store is not None else module.cfg.data.store)
     if store is not None:
         check_same_features(module, store_obj)
-    for m in mods:
+    for m in module.shapes:
         if m not in store_obj.modalities:
             raise DataError(f"store {store_obj.path} has no {m} features; the model needs them")
         have = store_obj.modalities[m].shape
@@ -98,6 +93,17 @@ def _split_probs(
         raise DataError(
             f"store {store_obj.path} has classes {store_obj.classes}, the model {module.classes}"
         )
+    return store_obj
+
+
+def _split_probs(
+    module: EmoMatchModule,
+    store_obj: FeatureStore,
+    split: str | Sequence[str] | None,
+    split_field: str | None,
+) -> tuple[Split, np.ndarray]:
+    data_cfg = module.cfg.data
+    mods = list(module.shapes)
     rows = select_split(
         store_obj,
         split_field or data_cfg.split_field,
@@ -138,8 +144,9 @@ def evaluate_checkpoints(
         if classes is not None and module.classes != classes:
             raise DataError(f"{path} has classes {module.classes}, {checkpoints[0]} {classes}")
         classes = module.classes
+        store_obj = _model_store(module, store)
         for i, split in enumerate(splits):
-            these, probs = _split_probs(module, store, split, split_field)
+            these, probs = _split_probs(module, store_obj, split, split_field)
             before, total = rows[i], sums[i]
             if before is not None and not np.array_equal(these.rows, before.rows):
                 raise DataError(f"{path} does not score the same rows as {checkpoints[0]}")
