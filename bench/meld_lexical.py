@@ -1,7 +1,8 @@
 """The lexical branch on real MELD text: L-only emomatch vs logistic regressions, epoch time.
 
     .venv/bin/python bench/meld_lexical.py [--root ../shared/data/meld] [--work runs/meld_lexical]
-                                           [--epochs 15] [--seeds 1] [--set KEY=VALUE ...]
+                                           [--config configs/meld.yaml] [--epochs N] [--seeds 1]
+                                           [--set KEY=VALUE ...]
 
 MELD's official test split is held back on these machines, so: train on the official train split
 minus 10 % of its dialogues (validation: model selection, and the C of each logistic
@@ -9,7 +10,9 @@ regression), test on the official dev split. Features: the default lexical extra
 384-d) with the MELD recipe's word count (``--max-words``). Prints weighted F1 (MELD's metric)
 on dev for
 
-- emomatch's L-only model, trained with the defaults of the day (``--set`` overrides them);
+- emomatch's L-only model, trained with the MELD recipe's model, loss and train settings
+  (``--config``, default ``configs/meld.yaml``; ``--config none`` for the package defaults;
+  ``--set`` overrides either);
 - a logistic regression on emomatch's own store (word vectors mean-pooled over valid positions);
 - a logistic regression on MiniLM's mean over all tokens of its last 4 layers, the plain
   sentence-embedding baseline the issue measured (54.8 with C chosen on dev; printed both ways);
@@ -31,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
@@ -131,7 +135,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("../shared/data/meld"))
     parser.add_argument("--work", type=Path, default=Path("runs/meld_lexical"))
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument(
+        "--config",
+        default="configs/meld.yaml",
+        help="recipe whose model/loss/train sections are used ('none': package defaults)",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--max-words", type=int, default=12, help="as configs/meld.yaml")
     parser.add_argument("--workers", type=int, default=2)
@@ -171,13 +180,25 @@ def main() -> None:
     tm_x = {s: means[[where[i] for i in fs.ids(r)]] for s, r in rows_of.items()}
     lr_tokens = logistic_regression(tm_x, pooled_y)
 
+    recipe: dict[str, Any] = {}
+    if args.config != "none":
+        recipe = yaml.safe_load(Path(args.config).read_text()) or {}
     raw: dict[str, Any] = {
         "seed": 0,
         "data": {"store": str(store.resolve()), "modalities": ["lexical"]},
         "loss": {"unlabeled": False},
-        "train": {"max_epochs": args.epochs, "select_metric": "weighted_f1", "progress_bar": False},
+        "train": {"select_metric": "weighted_f1", "progress_bar": False},
     }
+    for section in ("model", "loss", "train"):
+        raw = _merge(raw, {section: recipe.get(section, {})})
+    if args.epochs is not None:
+        raw["train"]["max_epochs"] = args.epochs
+    raw["train"]["progress_bar"] = False
     cfg = config_from_dict(_merge(raw, parse_overrides(args.set)), "meld_lexical")
+    print(
+        f"settings ({args.config} + --set): model {cfg.model.model_dump(mode='json')}, "
+        f"loss {cfg.loss.model_dump(mode='json')}, train {cfg.train.model_dump(mode='json')}"
+    )
     run_dir = args.work / (args.run or f"run-{args.max_words}")
     timer = EpochTimer()
     t0 = time.perf_counter()

@@ -182,3 +182,18 @@ def test_masked_missing_modality_changes_nothing() -> None:
     # ... while a present row's features do matter.
     changed["visual"][0][3] += 1.0
     assert not torch.allclose(terms(changed)[0], before[0])
+
+
+def test_label_smoothing_is_the_mix_of_cross_entropy_and_the_uniform_target() -> None:
+    # CE with smoothing e = (1 - e) * CE(one-hot) + e * mean over classes of -log p.
+    model = make_model()
+    labels = torch.arange(16) % 4
+    plain = terms_of(model, make_inputs(), LossConfig(), labels)
+    smooth = terms_of(model, make_inputs(), LossConfig(label_smoothing=0.2), labels)
+    assert plain.logits is not None and smooth.cls is not None and plain.cls is not None
+    uniform = -torch.log_softmax(plain.logits, 1).mean(1).mean()
+    expected = 0.8 * plain.cls + 0.2 * uniform
+    assert float(smooth.cls) == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(smooth.cls) - float(plain.cls)) > 1e-4
+    # The other terms do not see the labels.
+    assert float(smooth.rec) == pytest.approx(float(plain.rec), rel=1e-6)

@@ -149,6 +149,9 @@ class LossConfig(_Strict):
     #: ``paper``: (A,V) and (A,L) with three modalities, the one pair with two; ``all``: all pairs
     pairs: Literal["paper", "all"] = "paper"
     class_weights: bool = False
+    #: share of the target mass spread evenly over all classes in the cross-entropy (0: off);
+    #: for corpora whose labels are noisy, like MELD's (docs/benchmarks.md)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
     @field_validator("measure")
     @classmethod

@@ -78,7 +78,9 @@ def stream_terms(
         )
     cls = None
     if labels is not None:
-        cls = F.cross_entropy(out.logits, labels, weight=class_weights)
+        cls = F.cross_entropy(
+            out.logits, labels, weight=class_weights, label_smoothing=cfg.label_smoothing
+        )
     return Terms(rec=rec, pair=pair, unpaired=unpaired, cls=cls, logits=out.logits)
 
 
