@@ -143,6 +143,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--max-words", type=int, default=12, help="as configs/meld.yaml")
+    parser.add_argument(
+        "--sentence",
+        action="store_true",
+        help="lexical.sentence: the utterance's token mean as position 0 (store-<N>-sentence)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument(
@@ -156,8 +161,11 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     manifest = split_manifest(args.root, args.work)
-    store = args.work / f"store-{args.max_words}"
-    extractors = build_extractors(["lexical"], {"lexical": {"max_words": args.max_words}})
+    store = args.work / (f"store-{args.max_words}" + ("-sentence" if args.sentence else ""))
+    lexical: dict[str, Any] = {"max_words": args.max_words}
+    if args.sentence:
+        lexical["sentence"] = True
+    extractors = build_extractors(["lexical"], {"lexical": lexical})
     t0 = time.perf_counter()
     summary = run_extraction(manifest, store, extractors, workers=args.workers, progress=False)
     took = time.perf_counter() - t0

@@ -199,3 +199,29 @@ def test_model_folder_path_and_pickling(extractor) -> None:
     got = features(fresh.extract([utt(0, SENTENCE)])[0])
     ref = features(extractor.extract([utt(0, SENTENCE)])[0])
     np.testing.assert_allclose(got.array, ref.array[:4], atol=1e-5)
+
+
+def test_sentence_position_is_the_token_mean_and_the_words_follow(extractor) -> None:
+    with_sentence = TransformerWordExtractor(sentence=True)
+    both = features(with_sentence.extract([utt(0, SENTENCE)])[0])
+    words = features(extractor.extract([utt(0, SENTENCE)])[0])
+    assert both.length == words.length + 1
+    np.testing.assert_allclose(both.array[1 : both.length], words.array[: words.length], atol=1e-5)
+    # Position 0: the mean over every token ([CLS] and [SEP] included) of the last 4 layers.
+    import torch
+
+    tok, model = with_sentence._tokenizer, with_sentence._model
+    enc = tok([SENTENCE], return_tensors="pt")
+    with torch.inference_mode():
+        states = model(**enc, output_hidden_states=True).hidden_states
+    expected = torch.stack(states[-4:]).mean(0)[0].mean(0).numpy()
+    np.testing.assert_allclose(both.array[0], expected, atol=1e-5)
+    # It counts towards max_words, and a batch with padding gives the same vector.
+    cut = TransformerWordExtractor(sentence=True, max_words=3, batch_size=2)
+    short, long_ = cut.extract([utt(0, "hi"), utt(1, SENTENCE)])
+    assert features(long_).length == 3
+    np.testing.assert_allclose(features(long_).array[0], expected, atol=1e-5)
+    assert features(short).length == 2
+    # Recorded only when on, so stores made before the option keep their settings.
+    assert with_sentence.spec().extractor["sentence"] is True
+    assert "sentence" not in extractor.spec().extractor

@@ -128,6 +128,10 @@ class TransformerWordExtractor:
     the mean word vector scored 46.0 dev weighted F1 with the last layer and words only, 52.5
     with punctuation, 52.9 with punctuation and the last four layers.
 
+    With ``sentence``, position 0 holds the mean of all the utterance's token vectors (the
+    special tokens included: the sentence embedding a sentence-transformer is trained to give)
+    and the words follow; it counts towards ``max_words``.
+
     The whole transcript is encoded, so the kept words' vectors see their full context. The
     model loads on the first :meth:`extract` call, so the extractor is cheap to build and to
     send to worker processes.
@@ -143,6 +147,7 @@ class TransformerWordExtractor:
         max_words: int = 22,
         pooling: str = "mean",
         punctuation: bool = True,
+        sentence: bool = False,
         batch_size: int = 32,
         device: str = "cpu",
     ) -> None:
@@ -184,6 +189,8 @@ class TransformerWordExtractor:
             )
         if not isinstance(punctuation, bool):
             raise DataError(f"lexical punctuation must be true or false, got {punctuation!r}")
+        if not isinstance(sentence, bool):
+            raise DataError(f"lexical sentence must be true or false, got {sentence!r}")
         if batch_size < 1:
             raise DataError(f"lexical batch_size must be at least 1, got {batch_size}")
         if device != "cpu":
@@ -198,7 +205,7 @@ class TransformerWordExtractor:
         self.layer, self.layers, self.max_words, self.pooling = layer, layers, max_words, pooling
         #: the hidden_states entries averaged
         self._span = slice(top + 1 - layers, top + 1)
-        self.punctuation = punctuation
+        self.punctuation, self.sentence = punctuation, sentence
         self.batch_size, self.device = batch_size, device
         self.fingerprint = _fingerprint(self.model_path)
         self._tokenizer: Any = None
@@ -224,6 +231,8 @@ class TransformerWordExtractor:
                 pooling=self.pooling,
                 punctuation=self.punctuation,
                 max_words=self.max_words,
+                # Only when on, so stores and bundles made before the option still match.
+                **({"sentence": True} if self.sentence else {}),
             ),
         )
 
@@ -304,14 +313,19 @@ class TransformerWordExtractor:
             for t, w in enumerate(word_ids):
                 if w is not None and (self.punctuation or is_word[w]):
                     pieces.setdefault(w, []).append(t)
+            first = 0
+            if self.sentence:
+                valid = enc["attention_mask"][b].numpy().astype(np.float32)
+                pooling[b, 0] = valid / valid.sum()
+                first = 1
             # A word cut off by the model's token limit has no pieces and is not kept.
-            kept = sorted(pieces)[: self.max_words]
-            for row, w in enumerate(kept):
+            kept = sorted(pieces)[: self.max_words - first]
+            for row, w in enumerate(kept, start=first):
                 if self.pooling == "first":
                     pooling[b, row, pieces[w][0]] = 1.0
                 else:
                     pooling[b, row, pieces[w]] = 1.0 / len(pieces[w])
-            lengths.append(len(kept))
+            lengths.append(first + len(kept))
         with torch.inference_mode():
             out = self._model(**enc.to(self.device), output_hidden_states=True)
             hidden = torch.stack(out.hidden_states[self._span]).float().mean(0)

@@ -136,6 +136,7 @@ def extractor_options(
             max_words=settings.get("max_words", max_len),
             pooling=settings.get("pooling"),
             punctuation=settings.get("punctuation"),
+            sentence=settings.get("sentence"),
         )
         if not str(settings.get("model", "")).startswith(DEFAULT_MODEL_PACKAGE + "=="):
             needs.append("model")
