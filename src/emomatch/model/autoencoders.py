@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from emomatch.errors import ConfigError
+from emomatch.model.convmm import conv_stack
 
 #: (kernel, stride, padding, channels) of the paper's convolutional down-sampling stacks
 VISUAL_CONVS: tuple[tuple[int, int, int, int], ...] = ((4, 2, 1, 16), (5, 2, 1, 64), (3, 3, 1, 32))
@@ -266,14 +267,19 @@ class SequenceDAE(nn.Module):
         h = self.contextualize(x, pad)
         # Zero the padded positions so the convolutions never see what padding held.
         h = h.masked_fill(pad[:, :, None], 0.0)
-        # channels_last lets oneDNN run these 1-channel-in, many-channel-out convolutions
-        # without reordering: about 2.5x faster on CPU, the same numbers.
-        h = self.down(h[:, None].contiguous(memory_format=torch.channels_last))
+        if h.device.type == "cpu":
+            # the convolutions as matrix products on (B, T, D, C) tensors (convmm)
+            h = conv_stack(self.down, h[:, :, :, None]).permute(0, 3, 1, 2)
+        else:
+            h = self.down(h[:, None].contiguous(memory_format=torch.channels_last))
         return self.encoder_head(h.flatten(1))
 
     def decode(self, z: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h = self.decoder_head(z).view(z.shape[0], *self.grid)
-        h = self.up(h.contiguous(memory_format=torch.channels_last))[:, 0]
+        if h.device.type == "cpu":
+            h = conv_stack(self.up, h.permute(0, 2, 3, 1))[:, :, :, 0]
+        else:
+            h = self.up(h.contiguous(memory_format=torch.channels_last))[:, 0]
         t, d = h.shape[1], h.shape[2]
         h = h[:, : self.max_len, : self.dim]
         if t < self.max_len or d < self.dim:

@@ -1,0 +1,62 @@
+"""The sequence auto-encoders' convolutions as matrix products (model/convmm.py) compute the
+stock layers' function and gradients, chunked or not, and keep the stock parameters."""
+
+import pytest
+import torch
+from torch import nn
+
+from emomatch.model import convmm
+from emomatch.model.autoencoders import LEXICAL_CONVS, VISUAL_CONVS, SequenceDAE
+
+
+def _stacks(convs: tuple[tuple[int, int, int, int], ...]) -> tuple[nn.Sequential, nn.Sequential]:
+    dae = SequenceDAE(22, 64, convs, [16], 8, heads=4, layers=1, feedforward=16, dropout=0.0)
+    return dae.down.double(), dae.up.double()
+
+
+@pytest.mark.parametrize("convs", [LEXICAL_CONVS, VISUAL_CONVS], ids=["lexical", "visual"])
+@pytest.mark.parametrize("chunk_bytes", [convmm.CHUNK_BYTES, 4096], ids=["one", "chunked"])
+def test_stacks_match_the_stock_layers(
+    convs: tuple[tuple[int, int, int, int], ...], chunk_bytes: int, monkeypatch
+) -> None:
+    monkeypatch.setattr(convmm, "CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(0)
+    down, up = _stacks(convs)
+    for stack, shape in ((down, (5, 1, 22, 64)), (up, None)):
+        if shape is None:  # the decoder's input: the encoder's grid
+            shape = (5, *down(torch.zeros(1, 1, 22, 64, dtype=torch.float64)).shape[1:])
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        params = list(stack.parameters())
+        ref = stack(x)
+        g = torch.randn_like(ref)
+        expected = torch.autograd.grad(ref, [x, *params], g)
+        out = convmm.conv_stack(stack, x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        got = torch.autograd.grad(out, [x, *params], g)
+        torch.testing.assert_close(out, ref)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_bf16_autocast_runs_the_products_in_bf16() -> None:
+    torch.manual_seed(0)
+    down, _ = _stacks(LEXICAL_CONVS)
+    down = down.float()
+    x = torch.randn(3, 1, 22, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = down(x)
+        out = convmm.conv_stack(down, x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in down.parameters())
+
+
+def test_the_parameters_are_the_stock_layers() -> None:
+    dae = SequenceDAE(22, 1024, LEXICAL_CONVS, [128], 16, 4, 1, 32, 0.0)
+    assert isinstance(dae.down[0], nn.Conv2d) and isinstance(dae.up[0], nn.ConvTranspose2d)
+    keys = [k for k in dae.state_dict() if k.startswith(("down.", "up."))]
+    assert keys == [
+        "down.0.weight", "down.0.bias", "down.2.weight", "down.2.bias",
+        "up.0.weight", "up.0.bias", "up.2.weight", "up.2.bias",
+    ]  # fmt: skip
