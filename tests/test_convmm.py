@@ -16,8 +16,9 @@ def _stacks(convs: tuple[tuple[int, int, int, int], ...]) -> tuple[nn.Sequential
 
 @pytest.mark.parametrize("convs", [LEXICAL_CONVS, VISUAL_CONVS], ids=["lexical", "visual"])
 @pytest.mark.parametrize("chunk_bytes", [convmm.CHUNK_BYTES, 4096], ids=["one", "chunked"])
+@pytest.mark.parametrize("matmul", [None, True], ids=["default", "all-matmul"])
 def test_stacks_match_the_stock_layers(
-    convs: tuple[tuple[int, int, int, int], ...], chunk_bytes: int, monkeypatch
+    convs: tuple[tuple[int, int, int, int], ...], chunk_bytes: int, matmul: bool | None, monkeypatch
 ) -> None:
     monkeypatch.setattr(convmm, "CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(0)
@@ -30,7 +31,7 @@ def test_stacks_match_the_stock_layers(
         ref = stack(x)
         g = torch.randn_like(ref)
         expected = torch.autograd.grad(ref, [x, *params], g)
-        out = convmm.conv_stack(stack, x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        out = convmm.conv_stack(stack, x.permute(0, 2, 3, 1), matmul).permute(0, 3, 1, 2)
         got = torch.autograd.grad(out, [x, *params], g)
         torch.testing.assert_close(out, ref)
         for a, b in zip(got, expected, strict=True):
@@ -44,7 +45,7 @@ def test_bf16_autocast_runs_the_products_in_bf16() -> None:
     x = torch.randn(3, 1, 22, 64, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = down(x)
-        out = convmm.conv_stack(down, x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        out = convmm.conv_stack(down, x.permute(0, 2, 3, 1), True).permute(0, 3, 1, 2)
     assert out.dtype == ref.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref.float(), rtol=0.05, atol=0.05)
     out.float().sum().backward()

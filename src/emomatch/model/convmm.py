@@ -109,7 +109,7 @@ class _Conv(torch.autograd.Function):
             for rows in _chunks(b, row_bytes):
                 g = grad[rows].to(dtype)
                 if relu:
-                    g = g.masked_fill(out[rows] <= 0, 0)
+                    g = torch.ops.aten.threshold_backward(g, out[rows], 0)  # as nn.ReLU's
                 g2 = g.reshape(-1, cout)
                 patches = _windows(_pad_hw(x[rows].to(dtype), p), k, s).reshape(-1, k * k * c)
                 if need_w:
@@ -195,7 +195,7 @@ class _ConvTranspose(torch.autograd.Function):
             for rows in _chunks(b, row_bytes):
                 g = grad[rows].to(dtype)
                 if relu:
-                    g = g.masked_fill(out[rows] <= 0, 0)
+                    g = torch.ops.aten.threshold_backward(g, out[rows], 0)  # as nn.ReLU's
                 if has_bias:
                     gb.add_(g.sum((0, 1, 2)))
                 # the adjoint of adding at stride s: read the k x k windows at stride s
@@ -216,15 +216,47 @@ def _square(v: Any) -> int:
     return int(a)
 
 
-def conv_layer(layer: nn.Module, x: torch.Tensor, relu: bool) -> torch.Tensor:
+#: layers with at most this many input channels run as matrix products; wider ones (the
+#: lexical 64 -> 4 convolution and 64 -> 1 transposed one) run faster as oneDNN's own
+#: channels-last kernels once their gradients arrive channels-last too (_NHWCGrad)
+MM_MAX_IN_CHANNELS = 4
+
+
+class _NHWCGrad(torch.autograd.Function):
+    """Identity whose backward hands on a (B, H, W, C)-contiguous gradient: a layer's output is
+    read back in another order (the encoder flattens C, H, W), and a channels-last oneDNN
+    backward given a gradient in another format copies its 64-channel input to match."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def conv_layer(
+    layer: nn.Module, x: torch.Tensor, relu: bool, matmul: bool | None = None
+) -> torch.Tensor:
     """``layer`` (a ``Conv2d`` or ``ConvTranspose2d``), then a ReLU if ``relu``, on channels-last
-    ``x`` (B, H, W, C); returns (B, Ho, Wo, Cout)."""
+    ``x`` (B, H, W, C); returns (B, Ho, Wo, Cout). ``matmul``: as matrix products (default:
+    when the layer has at most ``MM_MAX_IN_CHANNELS`` input channels), else oneDNN's kernels."""
     if not isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
         raise TypeError(f"not a convolution: {layer}")
     if layer.groups != 1 or _square(layer.dilation) != 1 or layer.padding_mode != "zeros":
         raise ValueError(f"unsupported convolution: {layer}")
     if isinstance(layer, nn.ConvTranspose2d) and _square(layer.output_padding) != 0:
         raise ValueError(f"unsupported convolution: {layer}")
+    if matmul is None:
+        matmul = layer.in_channels <= MM_MAX_IN_CHANNELS
+    if not matmul:
+        # (B, C, H, W) view of channels-last memory: oneDNN keeps that format throughout
+        y = layer(x.contiguous().permute(0, 3, 1, 2))
+        if relu:
+            y = nn.functional.relu(y, inplace=True)
+        return _NHWCGrad.apply(y.permute(0, 2, 3, 1))  # type: ignore[no-any-return]
     fn = _ConvTranspose if isinstance(layer, nn.ConvTranspose2d) else _Conv
     out = fn.apply(
         x.contiguous(),
@@ -238,13 +270,13 @@ def conv_layer(layer: nn.Module, x: torch.Tensor, relu: bool) -> torch.Tensor:
     return out  # type: ignore[no-any-return]
 
 
-def conv_stack(stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+def conv_stack(stack: nn.Sequential, x: torch.Tensor, matmul: bool | None = None) -> torch.Tensor:
     """``stack`` (convolutions, each optionally followed by ``nn.ReLU``) on channels-last x
     (B, H, W, C): the same function as ``stack`` on the NCHW view of x."""
     layers = list(stack)
     i = 0
     while i < len(layers):
         relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
-        x = conv_layer(layers[i], x, relu)
+        x = conv_layer(layers[i], x, relu, matmul)
         i += 2 if relu else 1
     return x
