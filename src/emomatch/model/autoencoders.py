@@ -147,7 +147,7 @@ def _packed_attention(
     keys = ~pad
     keys[:, 0] |= ~keys.any(1)
     qkv = nn.functional.linear(h, attn.in_proj_weight, attn.in_proj_bias)
-    full = qkv.new_zeros(b * t, 3 * d).index_copy(0, index, qkv)
+    full = qkv.new_zeros(b * t, 3 * d).index_copy_(0, index, qkv)  # in place: no clone
     q, k, v = full.view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
     out = nn.functional.scaled_dot_product_attention(
         q,
@@ -185,7 +185,7 @@ def run_blocks(stack: nn.TransformerEncoder, x: torch.Tensor, pad: torch.Tensor)
             h = layer.norm2(h + _feedforward(layer, h))
     if stack.norm is not None:
         h = stack.norm(h)
-    return x.new_zeros(b * t, d).index_copy(0, index, h).view(b, t, d)
+    return x.new_zeros(b * t, d).index_copy_(0, index, h).view(b, t, d)
 
 
 class SequenceDAE(nn.Module):

@@ -40,6 +40,34 @@ def _pad_hw(x: torch.Tensor, p: int) -> torch.Tensor:
     return nn.functional.pad(x, (0, 0, p, p, p, p)) if p else x
 
 
+def _tap(i: int, s: int, p: int, n_in: int, n_out: int) -> tuple[slice, slice]:
+    """Kernel offset ``i`` sends input position a to output position s * a + i - p: the input
+    positions that land inside [0, n_out) and the strided output positions they land on."""
+    lo = max(0, -((i - p) // s))
+    hi = min(n_in, (n_out - 1 + p - i) // s + 1)
+    if hi <= lo:
+        return slice(0, 0), slice(0, 0)
+    start = s * lo + i - p
+    return slice(lo, hi), slice(start, start + s * (hi - lo - 1) + 1, s)
+
+
+def _add_taps(out: torch.Tensor, y: torch.Tensor, s: int, p: int) -> None:
+    """out (B, Ho, Wo, C) += every tap of y (B, H, W, k, k, C) at stride s, offset -p: the
+    adjoint of reading k x k windows (a convolution's input gradient, a transposed
+    convolution's output)."""
+    _, h, w, k, _, _ = y.shape
+    _, ho, wo, _ = out.shape
+    for i in range(k):
+        rows_in, rows_out = _tap(i, s, p, h, ho)
+        if rows_in.stop == 0:
+            continue
+        for j in range(k):
+            cols_in, cols_out = _tap(j, s, p, w, wo)
+            if cols_in.stop == 0:
+                continue
+            out[:, rows_out, cols_out] += y[:, rows_in, cols_in, i, j]
+
+
 def _chunks(batch: int, bytes_per_row: int) -> list[slice]:
     rows = max(1, CHUNK_BYTES // max(1, bytes_per_row))
     return [slice(i, min(batch, i + rows)) for i in range(0, batch, rows)]
@@ -103,9 +131,8 @@ class _Conv(torch.autograd.Function):
         gx = torch.empty_like(x) if need_x else None
         gw = torch.zeros((cout, k * k * c), dtype=acc, device=x.device)
         gb = torch.zeros(cout, dtype=acc, device=x.device)
-        hp, wp = h + 2 * p, w + 2 * p
         with torch.autocast(x.device.type, enabled=False):
-            row_bytes = (2 * ho * wo * (k * k * c + cout) + hp * wp * c) * x.element_size()
+            row_bytes = 2 * ho * wo * (k * k * c + cout) * x.element_size()
             for rows in _chunks(b, row_bytes):
                 g = grad[rows].to(dtype)
                 if relu:
@@ -118,14 +145,9 @@ class _Conv(torch.autograd.Function):
                     gb.add_(g2.sum(0))
                 if gx is None:
                     continue
-                gp = g2.mm(wm).view(-1, ho, wo, k, k, c)
-                gxp = gp.new_zeros((gp.shape[0], hp, wp, c))
-                for i in range(k):
-                    for j in range(k):
-                        gxp[:, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s] += gp[
-                            :, :, :, i, j
-                        ]
-                gx[rows] = gxp[:, p : p + h, p : p + w]
+                gxc = gx[rows]
+                gxc.zero_()
+                _add_taps(gxc, g2.mm(wm).view(-1, ho, wo, k, k, c), s, p)
         gw_out = gw.view(cout, k, k, c).permute(0, 3, 1, 2).to(weight.dtype) if need_w else None
         gb_out = gb.to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
         return gx, gw_out, gb_out, None, None, None, None
@@ -154,21 +176,15 @@ class _ConvTranspose(torch.autograd.Function):
         wm = weight.permute(0, 2, 3, 1).reshape(cin, k * k * cout).to(dtype)
         out = x.new_empty((b, ho, wo, cout), dtype=dtype)
         with torch.autocast(x.device.type, enabled=False):
-            row_bytes = (h * w * k * k + hf * wf) * cout * x.element_size()
+            row_bytes = h * w * k * k * cout * x.element_size()
             for rows in _chunks(b, row_bytes):
                 y = x[rows].to(dtype).reshape(-1, cin).mm(wm).view(-1, h, w, k, k, cout)
-                full = y.new_zeros((y.shape[0], hf, wf, cout))
-                for i in range(k):
-                    for j in range(k):
-                        full[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s] += y[
-                            :, :, :, i, j
-                        ]
                 o = out[rows]
-                cropped = full[:, p : p + ho, p : p + wo]
                 if bias is None:
-                    o.copy_(cropped)
+                    o.zero_()
                 else:
-                    torch.add(cropped, bias.to(dtype), out=o)
+                    o.copy_(bias.to(dtype).expand_as(o))
+                _add_taps(o, y, s, p)
         if relu:
             out.relu_()
         ctx.save_for_backward(x, weight, out if relu else None)
@@ -216,10 +232,11 @@ def _square(v: Any) -> int:
     return int(a)
 
 
-#: layers with at most this many input channels run as matrix products; wider ones (the
-#: lexical 64 -> 4 convolution and 64 -> 1 transposed one) run faster as oneDNN's own
-#: channels-last kernels once their gradients arrive channels-last too (_NHWCGrad)
-MM_MAX_IN_CHANNELS = 4
+#: convolutions with at most this many input channels and transposed ones with at most this
+#: many input or output channels run as matrix products; the others (the lexical 64 -> 4
+#: convolution, most visual layers) run faster as oneDNN's own channels-last kernels once
+#: their gradients arrive channels-last too (_NHWCGrad)
+MM_MAX_CHANNELS = 4
 
 
 class _NHWCGrad(torch.autograd.Function):
@@ -242,7 +259,7 @@ def conv_layer(
 ) -> torch.Tensor:
     """``layer`` (a ``Conv2d`` or ``ConvTranspose2d``), then a ReLU if ``relu``, on channels-last
     ``x`` (B, H, W, C); returns (B, Ho, Wo, Cout). ``matmul``: as matrix products (default:
-    when the layer has at most ``MM_MAX_IN_CHANNELS`` input channels), else oneDNN's kernels."""
+    see ``MM_MAX_CHANNELS``), else oneDNN's kernels."""
     if not isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
         raise TypeError(f"not a convolution: {layer}")
     if layer.groups != 1 or _square(layer.dilation) != 1 or layer.padding_mode != "zeros":
@@ -250,7 +267,10 @@ def conv_layer(
     if isinstance(layer, nn.ConvTranspose2d) and _square(layer.output_padding) != 0:
         raise ValueError(f"unsupported convolution: {layer}")
     if matmul is None:
-        matmul = layer.in_channels <= MM_MAX_IN_CHANNELS
+        thin = layer.in_channels
+        if isinstance(layer, nn.ConvTranspose2d):
+            thin = min(thin, layer.out_channels)
+        matmul = thin <= MM_MAX_CHANNELS
     if not matmul:
         # (B, C, H, W) view of channels-last memory: oneDNN keeps that format throughout
         y = layer(x.contiguous().permute(0, 3, 1, 2))
