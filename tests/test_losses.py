@@ -197,3 +197,39 @@ def test_label_smoothing_is_the_mix_of_cross_entropy_and_the_uniform_target() ->
     assert abs(float(smooth.cls) - float(plain.cls)) > 1e-4
     # The other terms do not see the labels.
     assert float(smooth.rec) == pytest.approx(float(plain.rec), rel=1e-6)
+
+
+def test_input_dropout_corrupts_the_encoder_input_only_while_training() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        latent_dim=8, feedforward_dim=16, acoustic_hidden=[16], lexical_hidden=[16], dropout=0.0
+    )
+    plain = EmotionModel(SHAPES, 4, cfg)
+    noisy = EmotionModel(SHAPES, 4, cfg.model_copy(update={"input_dropout": 0.5}))
+    noisy.load_state_dict(plain.state_dict())  # dropout has no weights: old checkpoints load
+    inputs = make_inputs()
+    labels = torch.arange(16) % 4
+    plain.eval(), noisy.eval()
+    a, b = (
+        terms_of(plain, inputs, LossConfig(), labels),
+        terms_of(noisy, inputs, LossConfig(), labels),
+    )
+    assert a.logits is not None and b.logits is not None
+    torch.testing.assert_close(a.logits, b.logits)
+    plain.train(), noisy.train()
+    torch.manual_seed(1)
+    a = terms_of(plain, inputs, LossConfig(), labels)
+    torch.manual_seed(1)
+    b = terms_of(noisy, inputs, LossConfig(), labels)
+    assert a.logits is not None and b.logits is not None
+    assert not torch.allclose(a.logits, b.logits)
+    # The target stays the clean input (a denoising auto-encoder).
+    from emomatch.model.losses import reconstruction_loss
+
+    torch.manual_seed(2)
+    out = noisy(inputs)
+    clean_target = sum(reconstruction_loss(out.reconstructions[m], *inputs[m]) for m in SHAPES)
+    torch.manual_seed(2)
+    assert float(terms_of(noisy, inputs, LossConfig(), labels).rec) == pytest.approx(
+        float(clean_target), rel=1e-6
+    )

@@ -130,6 +130,9 @@ class ModelConfig(_Strict):
     #: dropout after each hidden layer of the acoustic encoder and of the classifier (the
     #: paper's MLPs have none; measured on EmoDB, docs/method.md)
     mlp_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: dropout on each modality's (normalised) input while training; the reconstruction target
+    #: stays the clean input, which makes the auto-encoders denoising ones
+    input_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class LossConfig(_Strict):

@@ -83,6 +83,7 @@ class EmotionModel(nn.Module):
                     norm_first=cfg.norm_first,
                     positional=cfg.positional,
                 )
+        self.input_dropout = nn.Dropout(cfg.input_dropout)
         self.classifier = mlp(
             [cfg.latent_dim * len(self.modalities), *cfg.classifier_hidden, num_classes],
             dropout=cfg.mlp_dropout,
@@ -106,7 +107,7 @@ class EmotionModel(nn.Module):
         for m in self.modalities:
             x, lengths = inputs[m]
             # Attention over an all-padding row gives NaN: let it see one (zero) step.
-            z = self._run(self.dae(m).encode, x, lengths.clamp(min=1))
+            z = self._run(self.dae(m).encode, self.input_dropout(x), lengths.clamp(min=1))
             latents[m] = z * (lengths > 0).to(z.dtype)[:, None]
         return latents
 
