@@ -219,7 +219,10 @@ class _ConvTranspose(torch.autograd.Function):
                 if need_w:
                     gw.add_(x[rows].to(dtype).reshape(-1, cin).t().mm(gy))
                 if gx is not None:
-                    gx[rows] = gy.mm(wm.t()).view(-1, h, w, cin)
+                    if gx.dtype == dtype:  # straight into the gradient, no copy
+                        torch.mm(gy, wm.t(), out=gx[rows].view(-1, cin))
+                    else:
+                        gx[rows] = gy.mm(wm.t()).view(-1, h, w, cin)
         gw_out = gw.view(cin, k, k, cout).permute(0, 3, 1, 2).to(weight.dtype) if need_w else None
         gb_out = gb.to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
         return gx, gw_out, gb_out, None, None, None, None
