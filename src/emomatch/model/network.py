@@ -41,7 +41,7 @@ class EmotionModel(nn.Module):
     and run its encoder and decoder forward again there (activation checkpointing). The
     auto-encoders' activations are nearly all of a step's memory at the paper's dims (~3.1 GB of
     saved tensors at batch 128 + 128 in fp32); recomputed, the training process peaked at
-    3.1 GB instead of 5.0 GB for 43 % more step time (docs/benchmarks.md). The random state is
+    2.7 GB instead of 4.7 GB for 46 % more step time (docs/benchmarks.md). The random state is
     replayed, so dropout draws the same masks and the gradients are the same.
     """
 
