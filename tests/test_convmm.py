@@ -61,3 +61,38 @@ def test_the_parameters_are_the_stock_layers() -> None:
         "down.0.weight", "down.0.bias", "down.2.weight", "down.2.bias",
         "up.0.weight", "up.0.bias", "up.2.weight", "up.2.bias",
     ]  # fmt: skip
+
+
+def _stock_stack(stack: nn.Sequential, x: torch.Tensor, matmul: bool | None = None) -> torch.Tensor:
+    """What SequenceDAE ran before convmm: the stock layers on the NCHW view."""
+    return stack(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("convs", [LEXICAL_CONVS, VISUAL_CONVS], ids=["lexical", "visual"])
+def test_the_auto_encoder_computes_what_the_stock_layers_did(
+    convs: tuple[tuple[int, int, int, int], ...], monkeypatch
+) -> None:
+    """Encoder and decoder outputs and gradients as with the stock layers: a checkpoint trained
+    before convmm scores the same."""
+    from emomatch.model import autoencoders
+
+    torch.manual_seed(0)
+    dae = SequenceDAE(22, 64, convs, [16], 8, heads=4, layers=1, feedforward=16, dropout=0.0)
+    dae = dae.double()
+    x = torch.randn(4, 22, 64, dtype=torch.float64)
+    lengths = torch.tensor([22, 5, 1, 13])
+    results = []
+    for stack in (autoencoders.conv_stack, _stock_stack):
+        monkeypatch.setattr(autoencoders, "conv_stack", stack)
+        dae.zero_grad()
+        z = dae.encode(x, lengths)
+        out = dae.decode(z, lengths)
+        (out.square().sum() + z.sum()).backward()
+        grads = [p.grad.clone() for p in dae.parameters() if p.grad is not None]
+        results.append((z.detach(), out.detach(), grads))
+    (z1, o1, g1), (z2, o2, g2) = results
+    torch.testing.assert_close(z1, z2)
+    torch.testing.assert_close(o1, o2)
+    assert len(g1) == len(g2)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b)
