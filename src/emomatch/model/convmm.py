@@ -82,6 +82,32 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _grad_buffers(
+    ctx: Any, x: torch.Tensor, weight: torch.Tensor, gw_shape: tuple[int, int], cout: int
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """The input gradient (if asked for) and the weight and bias gradients, which the batch
+    chunks add into at least in float32."""
+    acc = torch.promote_types(weight.dtype, torch.float32)
+    gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+    gw = torch.zeros(gw_shape, dtype=acc, device=x.device)
+    gb = torch.zeros(cout, dtype=acc, device=x.device)
+    return gx, gw, gb
+
+
+def _grad_result(
+    ctx: Any,
+    gx: torch.Tensor | None,
+    gw: torch.Tensor,
+    gb: torch.Tensor,
+    weight: torch.Tensor,
+    has_bias: bool,
+) -> tuple[torch.Tensor | None, ...]:
+    """backward's return value; ``gw`` is (A, k, k, B) for a weight of shape (A, B, k, k)."""
+    gw_out = gw.permute(0, 3, 1, 2).to(weight.dtype) if ctx.needs_input_grad[1] else None
+    gb_out = gb.to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
+    return gx, gw_out, gb_out, None, None, None, None
+
+
 class _Conv(torch.autograd.Function):
     """``relu?(conv2d(x, weight, bias, stride, padding))`` on channels-last x (B, H, W, C)."""
 
@@ -127,12 +153,8 @@ class _Conv(torch.autograd.Function):
         cout, _, k, _ = weight.shape
         _, ho, wo, _ = grad.shape
         wm = weight.permute(0, 2, 3, 1).reshape(cout, k * k * c).to(dtype)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        # weight and bias gradients summed over the chunks at least in float32
-        acc = torch.promote_types(weight.dtype, torch.float32)
-        gx = torch.empty_like(x) if need_x else None
-        gw = torch.zeros((cout, k * k * c), dtype=acc, device=x.device)
-        gb = torch.zeros(cout, dtype=acc, device=x.device)
+        need_w = ctx.needs_input_grad[1]
+        gx, gw, gb = _grad_buffers(ctx, x, weight, (cout, k * k * c), cout)
         with torch.autocast(x.device.type, enabled=False):
             row_bytes = 2 * ho * wo * (k * k * c + cout) * x.element_size()
             for rows in _chunks(b, row_bytes):
@@ -150,9 +172,7 @@ class _Conv(torch.autograd.Function):
                 gxc = gx[rows]
                 gxc.zero_()
                 _add_taps(gxc, g2.mm(wm).view(-1, ho, wo, k, k, c), s, p)
-        gw_out = gw.view(cout, k, k, c).permute(0, 3, 1, 2).to(weight.dtype) if need_w else None
-        gb_out = gb.to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw_out, gb_out, None, None, None, None
+        return _grad_result(ctx, gx, gw.view(cout, k, k, c), gb, weight, has_bias)
 
 
 class _ConvTranspose(torch.autograd.Function):
@@ -201,12 +221,8 @@ class _ConvTranspose(torch.autograd.Function):
         b, h, w, cin = x.shape
         _, cout, k, _ = weight.shape
         wm = weight.permute(0, 2, 3, 1).reshape(cin, k * k * cout).to(dtype)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        # weight and bias gradients summed over the chunks at least in float32
-        acc = torch.promote_types(weight.dtype, torch.float32)
-        gx = torch.empty_like(x) if need_x else None
-        gw = torch.zeros((cin, k * k * cout), dtype=acc, device=x.device)
-        gb = torch.zeros(cout, dtype=acc, device=x.device)
+        need_w = ctx.needs_input_grad[1]
+        gx, gw, gb = _grad_buffers(ctx, x, weight, (cin, k * k * cout), cout)
         ho, wo = grad.shape[1:3]
         with torch.autocast(x.device.type, enabled=False):
             row_bytes = (h * w * k * k + 2 * ho * wo) * cout * x.element_size()
@@ -225,9 +241,7 @@ class _ConvTranspose(torch.autograd.Function):
                         torch.mm(gy, wm.t(), out=gx[rows].view(-1, cin))
                     else:
                         gx[rows] = gy.mm(wm.t()).view(-1, h, w, cin)
-        gw_out = gw.view(cin, k, k, cout).permute(0, 3, 1, 2).to(weight.dtype) if need_w else None
-        gb_out = gb.to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw_out, gb_out, None, None, None, None
+        return _grad_result(ctx, gx, gw.view(cin, k, k, cout), gb, weight, has_bias)
 
 
 def _square(v: Any) -> int:
