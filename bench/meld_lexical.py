@@ -35,12 +35,11 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
-from emomatch.config import _merge, config_from_dict, parse_overrides
+from emomatch.config import ExperimentConfig, config_from_dict, load_config, parse_overrides
 from emomatch.corpora import prepare_corpus, read_manifest, write_manifest
 from emomatch.extract.lexical import TransformerWordExtractor
 from emomatch.extract.run import build_extractors, run_extraction
@@ -178,6 +177,24 @@ def token_means(manifest: Path, cache: Path) -> tuple[list[str], np.ndarray]:
     return ids, out
 
 
+def bench_config(
+    recipe: str, store: Path, epochs: int | None, extra: list[str]
+) -> ExperimentConfig:
+    """The recipe (``none``: the package defaults) on this store, L-only, selected on weighted F1;
+    the user's ``--set`` last."""
+    fixed = [
+        f"data.store={store.resolve()}",
+        "data.modalities=[lexical]",
+        "loss.unlabeled=false",
+        "train.select_metric=weighted_f1",
+        "train.progress_bar=false",
+        *([f"train.max_epochs={epochs}"] if epochs is not None else []),
+    ]
+    if recipe == "none":
+        return config_from_dict(parse_overrides([*fixed, *extra]), "meld_lexical")
+    return load_config(recipe, [*fixed, *extra])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("../shared/data/meld"))
@@ -242,21 +259,7 @@ def main() -> None:
     lr_tokens = logistic_regression(tm_x, pooled_y)
     mlp_tokens = mlp_ensemble(tm_x, pooled_y) if args.mlp else None
 
-    recipe: dict[str, Any] = {}
-    if args.config != "none":
-        recipe = yaml.safe_load(Path(args.config).read_text()) or {}
-    raw: dict[str, Any] = {
-        "seed": 0,
-        "data": {"store": str(store.resolve()), "modalities": ["lexical"]},
-        "loss": {"unlabeled": False},
-        "train": {"select_metric": "weighted_f1", "progress_bar": False},
-    }
-    for section in ("model", "loss", "train"):
-        raw = _merge(raw, {section: recipe.get(section, {})})
-    if args.epochs is not None:
-        raw["train"]["max_epochs"] = args.epochs
-    raw["train"]["progress_bar"] = False
-    cfg = config_from_dict(_merge(raw, parse_overrides(args.set)), "meld_lexical")
+    cfg = bench_config(args.config, store, args.epochs, args.set)
     print(
         f"settings ({args.config} + --set): model {cfg.model.model_dump(mode='json')}, "
         f"loss {cfg.loss.model_dump(mode='json')}, train {cfg.train.model_dump(mode='json')}"
