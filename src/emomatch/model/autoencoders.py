@@ -267,19 +267,13 @@ class SequenceDAE(nn.Module):
         h = self.contextualize(x, pad)
         # Zero the padded positions so the convolutions never see what padding held.
         h = h.masked_fill(pad[:, :, None], 0.0)
-        if h.device.type == "cpu":
-            # the convolutions as matrix products on (B, T, D, C) tensors (convmm)
-            h = conv_stack(self.down, h[:, :, :, None]).permute(0, 3, 1, 2)
-        else:
-            h = self.down(h[:, None].contiguous(memory_format=torch.channels_last))
+        # channels-last (B, T, D, C) throughout: convmm picks each layer's kernel
+        h = conv_stack(self.down, h[:, :, :, None]).permute(0, 3, 1, 2)
         return self.encoder_head(h.flatten(1))
 
     def decode(self, z: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h = self.decoder_head(z).view(z.shape[0], *self.grid)
-        if h.device.type == "cpu":
-            h = conv_stack(self.up, h.permute(0, 2, 3, 1))[:, :, :, 0]
-        else:
-            h = self.up(h.contiguous(memory_format=torch.channels_last))[:, 0]
+        h = conv_stack(self.up, h.permute(0, 2, 3, 1))[:, :, :, 0]
         t, d = h.shape[1], h.shape[2]
         h = h[:, : self.max_len, : self.dim]
         if t < self.max_len or d < self.dim:

@@ -277,8 +277,9 @@ def conv_layer(
     layer: nn.Module, x: torch.Tensor, relu: bool, matmul: bool | None = None
 ) -> torch.Tensor:
     """``layer`` (a ``Conv2d`` or ``ConvTranspose2d``), then a ReLU if ``relu``, on channels-last
-    ``x`` (B, H, W, C); returns (B, Ho, Wo, Cout). ``matmul``: as matrix products (default:
-    see ``MM_MAX_CHANNELS``), else oneDNN's kernels."""
+    ``x`` (B, H, W, C); returns (B, Ho, Wo, Cout). ``matmul``: as matrix products (default: on
+    CPU, see ``MM_MAX_CHANNELS``), else the layer's own kernels (oneDNN on CPU, cuDNN on CUDA)
+    on the channels-last view."""
     if not isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
         raise TypeError(f"not a convolution: {layer}")
     if layer.groups != 1 or _square(layer.dilation) != 1 or layer.padding_mode != "zeros":
@@ -289,7 +290,8 @@ def conv_layer(
         thin = layer.in_channels
         if isinstance(layer, nn.ConvTranspose2d):
             thin = min(thin, layer.out_channels)
-        matmul = thin <= MM_MAX_CHANNELS
+        # the products were measured against oneDNN; other devices' kernels do not need them
+        matmul = x.device.type == "cpu" and thin <= MM_MAX_CHANNELS
     if not matmul:
         # (B, C, H, W) view of channels-last memory: oneDNN keeps that format throughout
         y = layer(x.contiguous().permute(0, 3, 1, 2))
