@@ -78,3 +78,24 @@ def test_a_stack_without_final_norm_and_with_gelu_is_followed() -> None:
             atol=1e-5,
             rtol=1e-5,
         )
+
+
+class _Float32Norm(nn.LayerNorm):
+    """What CUDA autocast makes of LayerNorm: float32 output whatever the input's dtype."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return super().forward(h.float())
+
+
+def test_a_final_norm_in_float32_under_autocast_keeps_its_dtype() -> None:
+    """Under CUDA's 16-bit autocast the blocks take 16-bit input and the final LayerNorm gives
+    float32: the result is scattered into a float32 buffer, not refused (a bug found on an
+    H100, where every bf16-mixed and 16-mixed training step failed)."""
+    torch.manual_seed(2)
+    stack = _transformer(16, 4, 1, 32, 0.0, True).eval()
+    stack.norm = _Float32Norm(16)
+    x, pad = _batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run_blocks(stack, x.bfloat16(), pad)
+    assert out.dtype == torch.float32
+    assert torch.all(out[pad] == 0) and torch.all(out[~pad].abs().sum(-1) > 0)

@@ -185,7 +185,8 @@ def run_blocks(stack: nn.TransformerEncoder, x: torch.Tensor, pad: torch.Tensor)
             h = layer.norm2(h + _feedforward(layer, h))
     if stack.norm is not None:
         h = stack.norm(h)
-    return x.new_zeros(b * t, d).index_copy_(0, index, h).view(b, t, d)
+    # h's dtype, not x's: under CUDA autocast the final LayerNorm returns float32 for 16-bit x
+    return h.new_zeros(b * t, d).index_copy_(0, index, h).view(b, t, d)
 
 
 class SequenceDAE(nn.Module):
