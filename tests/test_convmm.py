@@ -53,6 +53,32 @@ def test_bf16_autocast_runs_the_products_in_bf16() -> None:
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in down.parameters())
 
 
+def test_bf16_gradients_where_padding_hides_taps_are_right() -> None:
+    """The visual auto-encoder on a 1 x 1 grid: its decoder's 32 -> 64 transposed convolution
+    (kernel 3, stride 3, padding 1) reaches the output with the centre tap alone. oneDNN's bf16
+    weight gradient left the hidden taps uninitialised (NaN, so bf16-mixed training on CPU
+    never left chance); under autocast the layer runs as matrix products: hidden taps get 0."""
+    torch.manual_seed(0)
+    dae = SequenceDAE(6, 12, VISUAL_CONVS, [], 16, heads=4, layers=1, feedforward=32, dropout=0.0)
+    x = torch.randn(16, 6, 12)
+    lengths = torch.randint(1, 7, (16,))
+    for _ in range(3):  # uninitialised memory: NaN in some of the repeats
+        dae.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = dae.encode(x, lengths)
+            out = dae.decode(z, lengths)
+        (out.float().square().sum() + z.float().sum()).backward()
+        for name, p in dae.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        up = dae.up[0]
+        assert isinstance(up, nn.ConvTranspose2d) and up.in_channels == 32
+        assert up.weight.grad is not None
+        hidden = torch.ones(3, 3, dtype=torch.bool)
+        hidden[1, 1] = False
+        assert torch.all(up.weight.grad[:, :, hidden] == 0)
+        assert torch.any(up.weight.grad[:, :, 1, 1] != 0)
+
+
 def test_the_parameters_are_the_stock_layers() -> None:
     dae = SequenceDAE(22, 1024, LEXICAL_CONVS, [128], 16, 4, 1, 32, 0.0)
     assert isinstance(dae.down[0], nn.Conv2d) and isinstance(dae.up[0], nn.ConvTranspose2d)

@@ -290,8 +290,12 @@ def conv_layer(
         thin = layer.in_channels
         if isinstance(layer, nn.ConvTranspose2d):
             thin = min(thin, layer.out_channels)
-        # the products were measured against oneDNN; other devices' kernels do not need them
-        matmul = x.device.type == "cpu" and thin <= MM_MAX_CHANNELS
+        # the products were measured against oneDNN; other devices' kernels do not need them.
+        # Under CPU autocast every layer takes them: oneDNN's bf16 weight gradient of a
+        # transposed convolution whose padding hides some taps (the visual decoder's 32 -> 64
+        # on a 1 x 1 grid) left those taps uninitialised (NaN or garbage) in torch 2.13.
+        cpu = x.device.type == "cpu"
+        matmul = cpu and (thin <= MM_MAX_CHANNELS or torch.is_autocast_enabled("cpu"))
     if not matmul:
         # (B, C, H, W) view of channels-last memory: oneDNN keeps that format throughout
         y = layer(x.contiguous().permute(0, 3, 1, 2))
