@@ -117,6 +117,8 @@ class StepClock(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()  # the step's kernels, not only their launch
         now = time.perf_counter()
         self.times.append(now - self._t)
         self.rss_steps.append(peak_rss_gb())
@@ -171,6 +173,12 @@ def main() -> None:
         "--precision", choices=["32-true", "bf16-mixed"], default="32-true", help="train.precision"
     )
     parser.add_argument(
+        "--accelerator",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="train.accelerator (gpu: one CUDA GPU; peak RSS is then the host's)",
+    )
+    parser.add_argument(
         "--data-only",
         action="store_true",
         help="only the data path: checks, statistics and one epoch of batches, no model",
@@ -201,7 +209,7 @@ def main() -> None:
             max_epochs=1,
             num_workers=args.workers,
             progress_bar=False,
-            accelerator="cpu",
+            accelerator=args.accelerator,
             devices=1,
             recompute=args.recompute,
             precision=args.precision,
@@ -226,8 +234,8 @@ def main() -> None:
     per_step = 2 * args.batch
     epoch_s = step_s * clock.steps_per_epoch
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision} CPU, "
-        f"train.recompute={args.recompute}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision} "
+        f"{device_name(args.accelerator)}, train.recompute={args.recompute}"
     )
     print(f"splits {SPLITS}, batch {args.batch} labelled + {args.batch} unlabelled")
     print(
@@ -244,7 +252,15 @@ def main() -> None:
     print(f"samples/s: {per_step / step_s:.1f} (labelled + unlabelled)")
     kind = "extrapolated" if args.steps else "measured"
     print(f"time per epoch ({kind}, train loop): {epoch_s / 60:.1f} min; fit() wall {wall:.0f} s")
+    if args.accelerator == "gpu":
+        print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"peak_rss_gb: {peak:.2f}")
+
+
+def device_name(accelerator: str) -> str:
+    if accelerator == "gpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return accelerator.upper()
 
 
 if __name__ == "__main__":
