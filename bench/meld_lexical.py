@@ -267,7 +267,9 @@ def main() -> None:
     run_dir = args.work / (args.run or f"run-{args.max_words}")
     timer = EpochTimer()
     t0 = time.perf_counter()
-    resume = (run_dir / "checkpoints" / "last.ckpt").exists()
+    # an interrupted run continues; with --seeds, finished seeds are kept (more seeds than a
+    # finished run had train only the new ones)
+    resume = (run_dir / "checkpoints" / "last.ckpt").exists() or any(run_dir.glob("seed_*"))
     metrics = train_and_report(cfg, run_dir, resume=resume, callbacks=[timer], seeds=args.seeds)
     train_s = time.perf_counter() - t0
     classes = fs.classes
