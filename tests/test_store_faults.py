@@ -336,9 +336,13 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_every_item_once(
         kill_group(proc)
     if seed % 2 == 0:
         assert interrupted, "the run ended before the kill point"
-    if seed % 4 == 2:
-        assert proc.returncode != 0 and "the parts already written" in err, err[-2000:]
     kept = assert_readable_or_empty(out)
+    if seed % 4 == 2:
+        # A Ctrl-C that lands once the last part is written (seen on a loaded machine) may find
+        # the run finishing: then it exits 0 with the whole store, which is not a loss.
+        finished = proc.returncode == 0 and kept == set(reference)
+        interrupted_cleanly = proc.returncode != 0 and "the parts already written" in err
+        assert finished or interrupted_cleanly, err[-2000:]
     assert kept <= set(reference)
     for uid, values in (contents(out) if kept else {}).items():
         assert values == reference[uid]
