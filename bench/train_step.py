@@ -35,7 +35,7 @@ from emomatch.config import LossConfig, ModelConfig
 from emomatch.model import EmotionModel
 from emomatch.model.losses import objective, stream_terms
 from emomatch.runtime import keep_freed_memory, matmul_flops_per_s
-from emomatch.synthetic.features import PAPER_SHAPES
+from emomatch.synthetic.features import PAPER_SHAPES, random_inputs
 
 CLASSES = 4
 
@@ -47,15 +47,8 @@ def random_batch(
     shapes: dict[str, tuple[int, ...]] | None = None,
     device: str = "cpu",
 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
-    inputs = {}
-    for m, shape in (shapes or PAPER_SHAPES).items():
-        x = torch.randn(batch, *shape, generator=gen)
-        if len(shape) == 1:
-            lengths = torch.ones(batch, dtype=torch.long)
-        else:
-            # Real sequences are padded: valid lengths spread over 1..max_len.
-            lengths = torch.randint(1, shape[0] + 1, (batch,), generator=gen)
-        inputs[m] = (x.to(device), lengths.to(device))
+    drawn = random_inputs(batch, shapes or PAPER_SHAPES, gen)
+    inputs = {m: (x.to(device), n.to(device)) for m, (x, n) in drawn.items()}
     labels = torch.randint(0, CLASSES, (batch,), generator=gen) if labeled else None
     return inputs, None if labels is None else labels.to(device)
 

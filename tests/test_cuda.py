@@ -18,6 +18,7 @@ from emomatch.evaluation import evaluate_checkpoint
 from emomatch.model import EmotionModel
 from emomatch.model.losses import objective, stream_terms
 from emomatch.runs import train_and_report
+from emomatch.synthetic.features import random_inputs
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -36,23 +37,12 @@ def exact_float32() -> Iterator[None]:
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def _batch(n: int, seed: int) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    inputs = {}
-    for m, shape in SHAPES.items():
-        x = torch.randn(n, *shape, generator=gen)
-        if len(shape) == 1:
-            lengths = torch.ones(n, dtype=torch.long)
-        else:
-            lengths = torch.randint(1, shape[0] + 1, (n,), generator=gen)
-        inputs[m] = (x, lengths)
-    return inputs, torch.randint(0, 4, (n,), generator=gen)
-
-
 def _loss_and_grads(model: EmotionModel, device: str) -> tuple[float, list[torch.Tensor]]:
     model = model.to(device)
     model.zero_grad(set_to_none=True)
-    inputs, labels = _batch(16, seed=1)
+    gen = torch.Generator().manual_seed(1)
+    inputs = random_inputs(16, SHAPES, gen)
+    labels = torch.randint(0, 4, (16,), generator=gen)
     moved = {m: (x.to(device), n.to(device)) for m, (x, n) in inputs.items()}
     cfg = LossConfig()
     # the unpaired terms shuffle with a CPU generator on either device: same partners

@@ -5,18 +5,7 @@ import torch
 from emomatch.config import LossConfig, ModelConfig
 from emomatch.model import EmotionModel
 from emomatch.model.losses import objective, stream_terms
-from emomatch.synthetic.features import SMALL_SHAPES
-
-
-def _batch(gen: torch.Generator, n: int = 6) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    out = {}
-    for m, shape in SMALL_SHAPES.items():
-        lengths = torch.randint(1, shape[0] + 1, (n,), generator=gen) if len(shape) == 2 else None
-        out[m] = (
-            torch.randn(n, *shape, generator=gen),
-            lengths if lengths is not None else torch.ones(n, dtype=torch.long),
-        )
-    return out
+from emomatch.synthetic.features import SMALL_SHAPES, random_inputs
 
 
 def _grads(recompute: bool) -> tuple[float, dict[str, torch.Tensor], int]:
@@ -24,7 +13,7 @@ def _grads(recompute: bool) -> tuple[float, dict[str, torch.Tensor], int]:
     cfg = ModelConfig(latent_dim=8, feedforward_dim=32, dropout=0.3, mlp_dropout=0.2)
     model = EmotionModel(dict(SMALL_SHAPES), 4, cfg, recompute=recompute).train()
     gen = torch.Generator().manual_seed(1)
-    lab, unl = _batch(gen), _batch(gen)
+    lab, unl = random_inputs(6, SMALL_SHAPES, gen), random_inputs(6, SMALL_SHAPES, gen)
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     loss_cfg = LossConfig()
     shuffles = torch.Generator().manual_seed(2)
@@ -58,5 +47,5 @@ def test_recompute_gives_the_same_loss_and_gradients_with_less_saved() -> None:
 def test_recompute_is_off_outside_training() -> None:
     model = EmotionModel(dict(SMALL_SHAPES), 4, ModelConfig(latent_dim=8), recompute=True).eval()
     gen = torch.Generator().manual_seed(0)
-    out = model(_batch(gen))
+    out = model(random_inputs(6, SMALL_SHAPES, gen))
     assert out.logits.shape == (6, 4)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ import pandas as pd
 from emomatch.errors import DataError
 from emomatch.store import FeatureStore, ModalitySpec, StoreWriter
 from emomatch.store.format import new_store_folder
+
+if TYPE_CHECKING:
+    import torch
 
 #: The paper's input shapes (IEMOCAP): acoustic 1582, visual 18 x 342, lexical 22 x 1024.
 PAPER_SHAPES: dict[str, tuple[int, ...]] = {
@@ -32,6 +36,25 @@ SMALL_SHAPES: dict[str, tuple[int, ...]] = {
     "visual": (8, 32),
     "lexical": (10, 48),
 }
+
+
+def random_inputs(
+    n: int, shapes: dict[str, tuple[int, ...]], generator: torch.Generator
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A model batch of standard-normal features: per modality (x, valid lengths), a vector's
+    length 1, a sequence's drawn from 1..max_len as padded real sequences are (for steps and
+    gradients, not for learning: there is no class signal)."""
+    import torch
+
+    inputs = {}
+    for m, shape in shapes.items():
+        x = torch.randn(n, *shape, generator=generator)
+        if len(shape) == 1:
+            lengths = torch.ones(n, dtype=torch.long)
+        else:
+            lengths = torch.randint(1, shape[0] + 1, (n,), generator=generator)
+        inputs[m] = (x, lengths)
+    return inputs
 
 
 @dataclass
