@@ -308,35 +308,29 @@ class TransformerWordExtractor:
         pooling = np.zeros((len(batch), self.max_words, n_tokens), dtype=np.float32)
         lengths = []
         for b, (_, is_word) in enumerate(batch):
-            word_ids = enc.word_ids(batch_index=b)
-            pieces: dict[int, list[int]] = {}
-            for t, w in enumerate(word_ids):
-                if w is not None and (self.punctuation or is_word[w]):
-                    pieces.setdefault(w, []).append(t)
+            valid = enc["attention_mask"][b].tolist()
+            # positions[i]: the tokens pooled into position i; "pieces" keeps each token, the
+            # special ones ([CLS], [SEP]) included, the other poolings group them by word
+            positions: dict[int, list[int]] = {}
+            for t, w in enumerate(enc.word_ids(batch_index=b)):
+                if w is None:  # a special token or padding
+                    keep = self.pooling == "pieces" and bool(valid[t])
+                else:
+                    keep = self.punctuation or is_word[w]
+                if keep:
+                    positions.setdefault(t if self.pooling == "pieces" else w, []).append(t)
             first = 0
             if self.sentence:
-                valid = enc["attention_mask"][b].numpy().astype(np.float32)
-                pooling[b, 0] = valid / valid.sum()
+                pooling[b, 0] = np.asarray(valid, dtype=np.float32) / sum(valid)
                 first = 1
-            if self.pooling == "pieces":
-                # every piece its own position, the special tokens ([CLS], [SEP]) included
-                valid = enc["attention_mask"][b].tolist()
-                tokens = [
-                    t
-                    for t, w in enumerate(word_ids)
-                    if valid[t] and (w is None or self.punctuation or is_word[w])
-                ][: self.max_words - first]
-                for row, t in enumerate(tokens, start=first):
-                    pooling[b, row, t] = 1.0
-                lengths.append(first + len(tokens))
-                continue
             # A word cut off by the model's token limit has no pieces and is not kept.
-            kept = sorted(pieces)[: self.max_words - first]
-            for row, w in enumerate(kept, start=first):
+            kept = sorted(positions)[: self.max_words - first]
+            for row, key in enumerate(kept, start=first):
+                tokens = positions[key]
                 if self.pooling == "first":
-                    pooling[b, row, pieces[w][0]] = 1.0
+                    pooling[b, row, tokens[0]] = 1.0
                 else:
-                    pooling[b, row, pieces[w]] = 1.0 / len(pieces[w])
+                    pooling[b, row, tokens] = 1.0 / len(tokens)
             lengths.append(first + len(kept))
         with torch.inference_mode():
             out = self._model(**enc.to(self.device), output_hidden_states=True)
