@@ -154,7 +154,7 @@ def clip_latency(reps: int) -> None:
         for name, times in stages.items():
             print(f"  {names.get(name, name):<52} {1e3 * statistics.median(times):8.1f} ms")
         print(f"  {'whole Predictor.predict':<52} {1e3 * statistics.median(whole):8.1f} ms")
-        from emomatch.extract.transcribe import Transcriber, asr_available
+        from emomatch.extract.asr import Transcriber, asr_available
 
         if asr_available():
             speech_to_text = Transcriber()

@@ -22,7 +22,7 @@ from emomatch.extract.run import build_extractors, run_extraction
 from emomatch.runs import train_and_report
 from emomatch.store import FeatureStore
 from emomatch.synthetic.media import write_media_corpus
-from tests.conftest import make_config
+from tests.support.builders import make_config
 
 runner = CliRunner()
 CLASSES = ("happy", "sad")
@@ -219,7 +219,7 @@ def test_cli_errors_are_one_line(media, tmp_path) -> None:
 
 
 def test_speech_to_text_fills_a_missing_transcript(media) -> None:
-    from emomatch.extract.transcribe import asr_available
+    from emomatch.extract.asr import asr_available
 
     if not asr_available():
         pytest.skip("faster-whisper and its bundled model are not installed (the asr extra)")

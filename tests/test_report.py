@@ -13,8 +13,8 @@ from emomatch.cli import app
 from emomatch.errors import DataError
 from emomatch.experiments import load_spec, run_experiment, write_experiment_report
 from emomatch.runs import train_and_report
-from tests.conftest import make_config
-from tests.test_experiment import write_base, write_spec
+from tests.support.builders import make_config
+from tests.support.experiments import write_base, write_spec
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,14 @@ from emomatch.extract.run import run_extraction
 from emomatch.files import atomic_path, atomic_write_text, hold_lock, lock_holder
 from emomatch.store import FeatureStore
 from emomatch.store.format import StoreDamagedError
-from tests.extract_fakes import HashedWords, WavStats
-from tests.store_faults_driver import register
-from tests.test_extract_run import make_manifest
+from tests.support.extract_fakes import HashedWords, WavStats
+from tests.support.manifests import make_manifest
+from tests.support.store_faults_driver import register
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = os.environ.get("EMOMATCH_LONG_FAULTS") == "1"
 N_ITEMS = 40  # 36 extractable, 4 bad (see make_manifest)
-DRIVER = "import tests.store_faults_driver as d; d.main()"
+DRIVER = "import tests.support.store_faults_driver as d; d.main()"
 runner = CliRunner()
 
 

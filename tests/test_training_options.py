@@ -11,11 +11,12 @@ import torch
 
 from emomatch.errors import ConfigError
 from emomatch.evaluation import evaluate_checkpoint, load_checkpoint, predict_split
-from emomatch.runs import run_checkpoints, train_and_report
+from emomatch.runs import train_and_report
 from emomatch.training.module import lr_scale
 from emomatch.training.prepare import labeled_batch_size, prepare_training_data
-from tests.conftest import make_config
-from tests.test_resume import history
+from emomatch.training.rundir import RunFolder
+from tests.support.builders import make_config
+from tests.support.runs import history
 
 
 def test_warm_up_then_cosine_reaches_zero_at_the_budget() -> None:
@@ -82,7 +83,7 @@ def test_checkpoint_averaging_averages_the_best_epochs(tiny_store, tmp_path) -> 
     assert not torch.equal(states[0][key], states[1][key])
     assert averaged["averaged_epochs"] == metrics["averaged_epochs"]
     assert len(metrics["averaged_epochs"]) == 3
-    assert run_checkpoints(tmp_path / "run") == [ckdir / "selected.ckpt"]
+    assert RunFolder(tmp_path / "run").scoring_checkpoints() == [ckdir / "selected.ckpt"]
 
 
 def test_small_training_split_gets_smaller_batches(tiny_store) -> None:
@@ -102,7 +103,7 @@ def test_seed_ensemble_scores_the_mean_probability(tiny_store, tmp_path) -> None
     assert metrics["per_seed"]["ua"] == pytest.approx(np.mean(per_seed))
     assert metrics["per_seed"]["ua_std"] == pytest.approx(np.std(per_seed))
     # the ensemble's confusion comes from the averaged probabilities, recomputed here
-    checkpoints = run_checkpoints(tmp_path / "ens")
+    checkpoints = RunFolder(tmp_path / "ens").scoring_checkpoints()
     assert len(checkpoints) == 3
     from emomatch.data import select_split
     from emomatch.store import FeatureStore
@@ -157,7 +158,7 @@ def test_seeds_and_evaluate_from_the_command(tiny_store, tmp_path) -> None:
 
 def test_several_validation_and_test_speakers(tmp_path) -> None:
     from emomatch.synthetic import write_synthetic_store
-    from tests.conftest import tiny_corpus
+    from tests.support.builders import tiny_corpus
 
     store = tmp_path / "store"
     write_synthetic_store(tiny_corpus(n_unlabeled=0), store)

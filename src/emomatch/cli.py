@@ -88,6 +88,7 @@ def train(
         if folds is not None and folds != "all":
             raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
         from emomatch.runs import train_and_report, train_folds
+        from emomatch.training.rundir import RunFolder
 
         if fold or folds == "all":
             metrics = train_folds(cfg, run_dir, folds=fold or None, resume=resume, seeds=seeds)
@@ -96,7 +97,7 @@ def train(
             typer.echo(
                 f"mean over {len(metrics['folds'])} fold(s): WAP {100 * metrics['wap']:.1f} "
                 f"± {100 * metrics['wap_std']:.1f}  UA {100 * metrics['ua']:.1f} "
-                f"± {100 * metrics['ua_std']:.1f}  -> {run_dir / 'metrics.json'}"
+                f"± {100 * metrics['ua_std']:.1f}  -> {RunFolder(run_dir).metrics_path}"
             )
             return
         metrics = train_and_report(cfg, run_dir, resume=resume, seeds=seeds)
@@ -116,7 +117,7 @@ def train(
                 f"{seeds} seeds, UA {100 * spread['ua']:.1f} ± {100 * spread['ua_std']:.1f} "
                 "per seed; their ensemble:"
             )
-        typer.echo(f"test {_scores(metrics)}  -> {run_dir / 'metrics.json'}")
+        typer.echo(f"test {_scores(metrics)}  -> {RunFolder(run_dir).metrics_path}")
 
 
 @app.command()
@@ -585,9 +586,11 @@ def balance_unlabeled(
     from emomatch.balance import balance_unlabeled as run
 
     try:
+        from emomatch.training.rundir import RunFolder
+
         result = run(
             store,
-            model / "checkpoints" / "best.ckpt",
+            RunFolder(model).scoring_checkpoints(),
             out,
             per_class,
             seed=seed,

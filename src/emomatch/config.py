@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from emomatch.domain import BUILTIN_MEASURES
 from emomatch.errors import ConfigError
 
 Modality = Literal["acoustic", "visual", "lexical"]
@@ -159,7 +160,10 @@ class LossConfig(_Strict):
     @field_validator("measure")
     @classmethod
     def _known_measure(cls, v: str) -> str:
-        # Imported here: the registry lives with the model, which itself reads this module.
+        if v in BUILTIN_MEASURES:
+            return v
+        # Only a name emomatch does not ship needs the registry (and so torch): a measure the
+        # user registered in it is valid too.
         from emomatch.model.matching import MEASURES
 
         if v not in MEASURES:
@@ -260,12 +264,12 @@ def _format_errors(
     out = []
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
-        where = _where(loc, source, lines or {}, overridden or set())
+        where = key_source(loc, source, lines or {}, overridden or set())
         out.append(f"{where}: {'.'.join(loc)}: {err['msg']}")
     return "\n".join(out)
 
 
-def _where(
+def key_source(
     loc: tuple[str, ...], source: str, lines: KeyLines, overridden: set[tuple[str, ...]]
 ) -> str:
     """Where a bad key came from: a ``--set`` override, else its (or its section's) line."""
@@ -354,12 +358,12 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     last = parts[-1]
     if isinstance(node.get(last), dict) and isinstance(value, dict):
         # loss.alpha=1 then loss={beta: 2}: both hold, the second does not drop the first
-        node[last] = _merge(node[last], value)
+        node[last] = merge_dicts(node[last], value)
     else:
         node[last] = value
 
 
-def _override_key(item: str) -> tuple[str, str]:
+def split_override(item: str) -> tuple[str, str]:
     """``KEY=VALUE`` -> (dotted key with spaces around its parts removed, raw value)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not KEY=VALUE")
@@ -377,7 +381,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     are parsed as YAML. A malformed item is a :class:`ConfigError` naming it."""
     tree: dict[str, Any] = {}
     for item in items:
-        key, raw = _override_key(item)
+        key, raw = split_override(item)
         try:
             value = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError as exc:
@@ -391,10 +395,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it: sections merge key by key, other values of
+    ``extra`` win."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -411,7 +419,7 @@ def config_from_dict(
         raise ConfigError(_format_errors(exc, source, lines, overridden)) from None
 
 
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
     """The parsed file and the line of each key; every failure is one ConfigError."""
     try:
         data = path.read_bytes()
@@ -443,7 +451,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     extra = parse_overrides(overrides or [])
-    raw, lines = _read_yaml(path)
+    raw, lines = read_yaml(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -451,8 +459,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
             f"{path}: the top level must be a mapping (data:, model:, ...), "
             f"found a {type(raw).__name__}"
         )
-    raw = _merge(raw, extra)
-    overridden = {tuple(_override_key(item)[0].split(".")) for item in overrides or []}
+    raw = merge_dicts(raw, extra)
+    overridden = {tuple(split_override(item)[0].split(".")) for item in overrides or []}
     cfg = config_from_dict(raw, str(path), lines, overridden)
     base = path.resolve().parent
     if not cfg.data.store.is_absolute():

@@ -16,7 +16,7 @@ from typing import Any
 from emomatch.config import config_from_dict
 from emomatch.errors import ConfigError
 from emomatch.metrics import METRIC_KEYS, aggregate
-from emomatch.runs import train_and_report
+from emomatch.runs import resume_or_train
 from emomatch.store import FeatureStore
 from emomatch.synthetic import SyntheticCorpus, write_synthetic_store
 
@@ -123,16 +123,7 @@ def run_demo(
             raw = demo_config(store_path.resolve(), semi, seed, epochs)
             raw["train"]["progress_bar"] = progress
             cfg = config_from_dict(raw, "demo")
-            run_dir = out / f"{mode}-seed{seed}"
-            done = run_dir / "metrics.json"
-            if done.is_file():
-                runs.append(json.loads(done.read_text()))
-                continue
-            runs.append(
-                train_and_report(
-                    cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file()
-                )
-            )
+            runs.append(resume_or_train(cfg, out / f"{mode}-seed{seed}", resume=True))
         summary[mode] = {**aggregate(runs), "runs": runs}
     summary["seeds"] = list(seeds)
     summary["corpus"] = corpus

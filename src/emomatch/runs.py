@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,14 @@ from emomatch.data.splits import training_split
 from emomatch.evaluation import evaluate_checkpoints, write_report
 from emomatch.metrics import aggregate
 from emomatch.store import FeatureStore
-from emomatch.training import fit, selected_checkpoint
+from emomatch.training import fit
+from emomatch.training.rundir import (
+    FOLD_PREFIX,
+    SEED_PREFIX,
+    RunFolder,
+    checkpoint_metadata,
+    resume_or_start,
+)
 
 
 def train_and_report(
@@ -43,8 +49,7 @@ def train_and_report(
     validation, test = evaluate_checkpoints(
         [selected], [cfg.data.validation_split, cfg.data.test_split]
     )
-    # only the epoch fields are read: mapped, not the whole file (optimizer state included)
-    saved = torch.load(selected, map_location="cpu", weights_only=False, mmap=True)
+    saved = checkpoint_metadata(selected)
     metrics = {
         **test,
         "validation": validation,
@@ -60,22 +65,23 @@ def train_and_report(
     return metrics
 
 
-def _run_once(
+def resume_or_train(
     cfg: ExperimentConfig,
-    run_dir: Path,
-    resume: bool,
+    run_dir: str | Path,
+    resume: bool = True,
     callbacks: Sequence[Callback] = (),
     seeds: int = 1,
 ) -> dict[str, Any]:
-    """A finished run is read back when resuming, an interrupted one continues, others start."""
-    done = run_dir / "metrics.json"
-    if resume and done.is_file():
-        return dict(json.loads(done.read_text()))
-    # an ensemble's seeds each resume on their own inside it
-    started = seeds > 1 or (run_dir / "checkpoints" / "last.ckpt").is_file()
-    return train_and_report(
-        cfg, run_dir, resume=resume and started, callbacks=callbacks, seeds=seeds
-    )
+    """With ``resume``, a finished run is read back, an interrupted one continues and any other
+    starts; without it the run starts (and refuses a folder that holds one)."""
+    run = RunFolder(run_dir)
+
+    def train(interrupted: bool) -> dict[str, Any]:
+        # an ensemble's seeds each resume on their own inside it
+        again = resume and (interrupted or seeds > 1)
+        return train_and_report(cfg, run.path, resume=again, callbacks=callbacks, seeds=seeds)
+
+    return resume_or_start(run, train, reuse_finished=resume)
 
 
 def train_seeds(
@@ -92,9 +98,9 @@ def train_seeds(
     for i in range(seeds):
         seed_cfg = cfg.model_copy(deep=True)
         seed_cfg.seed = cfg.seed + i
-        run = out / f"seed_{seed_cfg.seed}"
-        per_seed[str(seed_cfg.seed)] = _run_once(seed_cfg, run, resume, callbacks)
-    checkpoints = [out / f"seed_{s}" / m["checkpoint"] for s, m in per_seed.items()]
+        run = out / f"{SEED_PREFIX}{seed_cfg.seed}"
+        per_seed[str(seed_cfg.seed)] = resume_or_train(seed_cfg, run, resume, callbacks)
+    checkpoints = [out / f"{SEED_PREFIX}{s}" / m["checkpoint"] for s, m in per_seed.items()]
     validation, test = evaluate_checkpoints(
         checkpoints, [cfg.data.validation_split, cfg.data.test_split]
     )
@@ -140,7 +146,8 @@ def train_folds(
     for k in chosen:
         fold_cfg = cfg.model_copy(deep=True)
         fold_cfg.data.split_field = f"fold_{k}"
-        per_fold[str(k)] = _run_once(fold_cfg, out / f"fold_{k}", resume, callbacks, seeds)
+        run = out / f"{FOLD_PREFIX}{k}"
+        per_fold[str(k)] = resume_or_train(fold_cfg, run, resume, callbacks, seeds)
     runs = list(per_fold.values())
     summary = {
         **aggregate(runs),
@@ -152,12 +159,3 @@ def train_folds(
     }
     write_report(out, summary)
     return summary
-
-
-def run_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The checkpoints a finished run is scored with: one, or one per seed of an ensemble."""
-    run_dir = Path(run_dir)
-    seeds = sorted(p for p in run_dir.glob("seed_*") if p.is_dir())
-    if seeds and not (run_dir / "checkpoints").is_dir():
-        return [selected_checkpoint(p) for p in seeds]
-    return [selected_checkpoint(run_dir)]

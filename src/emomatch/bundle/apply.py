@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from emomatch.bundle.predictor import Prediction, Predictor
+from emomatch.corpora.folder import read_transcripts
 from emomatch.errors import DataError
 from emomatch.extract.base import Utterance
 from emomatch.files import atomic_path, atomic_write_text
@@ -38,13 +39,6 @@ def _media_kind(path: Path) -> str:
 
     suffix = path.suffix.lower()
     return "video" if suffix in VIDEO_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else ""
-
-
-def read_transcripts(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """id -> row (``text``, maybe ``start``/``end``) of a transcript CSV, and its problems."""
-    from emomatch.corpora.folder import _read_transcripts
-
-    return _read_transcripts(path)
 
 
 def timed_rows(rows: dict[str, dict[str, str]]) -> list[tuple[float, float, str]] | None:

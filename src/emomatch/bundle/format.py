@@ -32,15 +32,14 @@ from typing import Any
 
 import yaml
 
-from emomatch import __version__
+from emomatch.domain import __version__
 from emomatch.errors import DataError, EmomatchError, WriteError
 from emomatch.files import atomic_path, atomic_write_bytes, atomic_write_text, describe_os_error
+from emomatch.training.rundir import CONFIG_FILE, METRICS_FILE, RunFolder, checkpoint_metadata
 
 BUNDLE_FORMAT = "emomatch-model-bundle"
 BUNDLE_VERSION = 1
 META_FILE = "bundle.json"
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 WEIGHTS_DIR = "weights"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
@@ -108,23 +107,23 @@ def export_bundle(
 
     from emomatch.bundle.card import model_card
     from emomatch.evaluation.predict import load_checkpoint
-    from emomatch.extract.provenance import store_provenance
-    from emomatch.runs import run_checkpoints
     from emomatch.store import FeatureStore
+    from emomatch.store.provenance import store_provenance
 
     run, out = Path(run), Path(out)
     if not run.is_dir():
         raise EmomatchError(f"run folder {run} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EmomatchError(f"{out} exists and is not an empty folder; choose another --out")
-    folds = sorted(p.name for p in run.glob("fold_*") if p.is_dir())
-    if folds and not (run / "checkpoints").is_dir():
+    folder = RunFolder(run)
+    if folder.is_fold_set():
         # each fold is a model trained on other speakers: no one of them is "the" model
+        folds = [f.path.name for f in folder.folds()]
         raise EmomatchError(
             f"{run} holds one run per fold ({', '.join(folds)}); export one of them, e.g. "
             f"{run / folds[0]}"
         )
-    checkpoints = run_checkpoints(run)
+    checkpoints = folder.scoring_checkpoints()
     missing = [p for p in checkpoints if not p.is_file()]
     if missing:
         raise EmomatchError(
@@ -143,7 +142,7 @@ def export_bundle(
         tensors = {f"model.{k}": v for k, v in module.model.state_dict().items()}
         tensors.update({f"normalizer.{k}": v for k, v in module.normalizer.state_dict().items()})
         members.append({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        saved = checkpoint_metadata(path)
         member_meta.append(
             {
                 "weights": f"{WEIGHTS_DIR}/seed_{module.cfg.seed}.safetensors",
@@ -170,8 +169,7 @@ def export_bundle(
                 f"store {source}: {m} features have shape {list(recorded)}, the run was trained "
                 f"on {list(first.shapes[m])}; give the run's own store with --store"
             )
-    metrics_path = run / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = folder.read_metrics() if folder.is_finished() else {}
     config = _portable_config(cfg.model_dump(mode="json"))
     meta = {
         "format": BUNDLE_FORMAT,

@@ -19,8 +19,8 @@ from emomatch.extract.base import Features, ItemError, Utterance
 if TYPE_CHECKING:
     import torch
 
+    from emomatch.extract.asr import Transcriber
     from emomatch.extract.base import Extractor
-    from emomatch.extract.transcribe import Transcriber
 
 #: utterances extracted and classified together
 DEFAULT_BATCH = 16
@@ -178,7 +178,7 @@ class Predictor:
         return self._extractors
 
     def _speech_to_text(self) -> Transcriber | None:
-        from emomatch.extract.transcribe import Transcriber, asr_available
+        from emomatch.extract.asr import Transcriber, asr_available
 
         if self._transcriber is None and self._transcribe is not False:
             if self._transcribe or asr_available():
@@ -277,7 +277,7 @@ class Predictor:
 
     def _no_text_reason(self) -> str:
         if self._transcribe is False and self._transcriber is None:
-            from emomatch.extract.transcribe import INSTALL_HINT, asr_available
+            from emomatch.extract.asr import INSTALL_HINT, asr_available
 
             if not asr_available():
                 return f"no transcript (speech-to-text needs faster-whisper: {INSTALL_HINT})"
@@ -336,7 +336,7 @@ class Predictor:
         return out
 
     def _extract(self, items: list[Utterance]) -> dict[str, list[Any]]:
-        from emomatch.extract.run import extract_modalities
+        from emomatch.extract.worker import extract_modalities
 
         return extract_modalities(self.extractors, items)
 

@@ -34,7 +34,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus")
 
 
-def _read_transcripts(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+def read_transcripts(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
     """id -> row of the transcript CSV, and one problem line per row skipped.
 
     A file that cannot be read as a whole (not UTF-8, a broken quote, no ``id``/``text``
@@ -115,7 +115,7 @@ def read_folder(
     texts: dict[str, dict[str, str]] = {}
     problems: list[str] = list(skipped_names)
     if transcripts:
-        texts, found = _read_transcripts(Path(transcripts))
+        texts, found = read_transcripts(Path(transcripts))
         problems += found
     used: set[str] = set()
     rows = []

@@ -52,7 +52,7 @@ def check_shapes(
 def check_compatible(a: FeatureStore, b: FeatureStore, modalities: Sequence[str]) -> None:
     """Two stores in one run must hold the same features (shape and extractor settings); the
     error names the first setting that differs."""
-    from emomatch.extract.provenance import check_provenance, store_provenance
+    from emomatch.store.provenance import check_provenance, store_provenance
 
     check_provenance(
         store_provenance(a, modalities),

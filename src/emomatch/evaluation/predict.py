@@ -15,6 +15,7 @@ from emomatch.errors import DataError, EmomatchError
 from emomatch.metrics import classification_metrics
 from emomatch.store import FeatureStore
 from emomatch.training import EmoMatchModule
+from emomatch.training.rundir import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def check_same_features(module: EmoMatchModule, store: FeatureStore) -> None:
     (another extractor setting or version), naming the first differing setting. The training
     store is where the record is; when it has moved away the check cannot be made and is
     skipped with a warning."""
-    from emomatch.extract.provenance import check_provenance, store_provenance
+    from emomatch.store.provenance import check_provenance, store_provenance
 
     trained = Path(module.cfg.data.store)
     if store.path.resolve() == trained.resolve():
@@ -181,9 +182,8 @@ def evaluate_run(
     split of its store or of ``store`` (refused when made with other extractor settings);
     metrics.json and the confusion picture go to ``out`` (default ``run/evaluation``)."""
     from emomatch.evaluation.report import write_report
-    from emomatch.runs import run_checkpoints
 
-    run = Path(run)
-    metrics = evaluate_checkpoints(run_checkpoints(run), [split], store=store)[0]
-    path = write_report(Path(out) if out is not None else run / "evaluation", metrics)
+    folder = RunFolder(run)
+    metrics = evaluate_checkpoints(folder.scoring_checkpoints(), [split], store=store)[0]
+    path = write_report(Path(out) if out is not None else folder.evaluation_dir(), metrics)
     return metrics, path

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from emomatch.files import atomic_path, atomic_write_text
+from emomatch.training.rundir import METRICS_FILE
 
 
 def figure_png(fig: Any) -> bytes:
@@ -66,7 +67,7 @@ def write_report(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
     holds ``confusion`` and ``classes``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "metrics.json"
+    path = out / METRICS_FILE
     atomic_write_text(path, json.dumps(metrics, indent=2))
     with atomic_path(out / "confusion.png") as tmp:
         plot_confusion(metrics["confusion"], metrics["classes"], tmp)

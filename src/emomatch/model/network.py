@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from emomatch import MODALITIES
 from emomatch.config import ModelConfig
+from emomatch.domain import MODALITIES
 from emomatch.errors import ConfigError
 from emomatch.model.autoencoders import (
     LEXICAL_CONVS,

@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from emomatch import __version__
+from emomatch.domain import __version__
 from emomatch.errors import DataError, EmomatchError
 from emomatch.serve.pool import PoolFull, PredictionPool
 from emomatch.serve.probe import (

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emomatch import MODALITIES, __version__
+from emomatch.domain import MODALITIES, __version__
 from emomatch.errors import LockedError, StoreError, WriteError
 from emomatch.files import (
     LOCK_FILE,

@@ -1,7 +1,7 @@
 """The ``emomatch`` command with two small test extractors registered, for fault tests that must
 run the real command in a process of its own (to kill it, or to race two of them).
 
-Run as ``python -c "import tests.store_faults_driver as d; d.main()" extract ...`` from the
+Run as ``python -c "import tests.support.store_faults_driver as d; d.main()" extract ...`` from the
 repository root: the extractor classes then live in an importable module, so the spawned
 extraction workers can unpickle them.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from emomatch.extract import Result, Utterance
 from emomatch.extract.base import EXTRACTORS
-from tests.extract_fakes import HashedWords, WavStats
+from tests.support.extract_fakes import HashedWords, WavStats
 
 
 class SlowWavStats(WavStats):
