@@ -16,6 +16,7 @@ from emomatch.data.folds import choose_folds
 from emomatch.data.splits import training_split
 from emomatch.evaluation import evaluate_checkpoints, write_report
 from emomatch.metrics import aggregate
+from emomatch.safeload import read_checkpoint
 from emomatch.store import FeatureStore
 from emomatch.training import fit, selected_checkpoint
 
@@ -44,7 +45,7 @@ def train_and_report(
         [selected], [cfg.data.validation_split, cfg.data.test_split]
     )
     # only the epoch fields are read: mapped, not the whole file (optimizer state included)
-    saved = torch.load(selected, map_location="cpu", weights_only=False, mmap=True)
+    saved = read_checkpoint(selected, mmap=True)
     metrics = {
         **test,
         "validation": validation,

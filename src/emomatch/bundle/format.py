@@ -110,6 +110,7 @@ def export_bundle(
     from emomatch.evaluation.predict import load_checkpoint
     from emomatch.extract.provenance import store_provenance
     from emomatch.runs import run_checkpoints
+    from emomatch.safeload import read_checkpoint
     from emomatch.store import FeatureStore
 
     run, out = Path(run), Path(out)
@@ -143,7 +144,7 @@ def export_bundle(
         tensors = {f"model.{k}": v for k, v in module.model.state_dict().items()}
         tensors.update({f"normalizer.{k}": v for k, v in module.normalizer.state_dict().items()})
         members.append({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        saved = read_checkpoint(path, mmap=True)
         member_meta.append(
             {
                 "weights": f"{WEIGHTS_DIR}/seed_{module.cfg.seed}.safetensors",

@@ -19,6 +19,7 @@ from emomatch.config import ExperimentConfig
 from emomatch.errors import ConfigError, EmomatchError
 from emomatch.files import atomic_path, atomic_write_text, hold_lock
 from emomatch.runtime import StreamingCheckpointIO, keep_freed_memory
+from emomatch.safeload import read_checkpoint
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.persist import (
     LAST,
@@ -252,7 +253,7 @@ def _fit_locked(
     if launched_rank() == 0:
         atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
     resume_from = str(last) if resumed_epoch is not None else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
     best = ckdir / "best.ckpt"
     # Only rank 0 writes checkpoints (and renames them into place after the others went on).
     if trainer.is_global_zero and not best.is_file():
@@ -275,7 +276,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
     weights lie close enough for a mean to be a good model, as in Polyak or SWA averaging)."""
     if not paths:
         raise EmomatchError(f"no checkpoints to average next to {out}")
-    saved = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    saved = [read_checkpoint(p) for p in paths]
     first = saved[0]
     states = [s["state_dict"] for s in saved]
     averaged = {}

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from emomatch.errors import EmomatchError, WriteError
 from emomatch.files import atomic_write_text, describe_os_error
+from emomatch.safeload import read_checkpoint
 
 LAST = "last.ckpt"
 
@@ -73,17 +73,17 @@ class EveryEpochCheckpoint(Checkpoint):
 
 def checkpoint_epoch(path: Path) -> int:
     """The epoch a checkpoint ends; a damaged file is one clear error, not a zip traceback."""
-    try:
-        # mapped: the zip structure and the metadata are read, the tensors are left for the
-        # trainer's own load of the same file
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        return int(saved["epoch"])
-    except Exception as exc:  # torch raises RuntimeError, EOFError, pickle errors, KeyError ...
+    lead = f"cannot resume from {path}: the file is damaged or not an emomatch checkpoint"
+    # mapped: the zip structure and the metadata are read, the tensors are left for the
+    # trainer's own (equally safe) load of the same file
+    saved = read_checkpoint(path, mmap=True, problem=lead)
+    epoch = saved.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise EmomatchError(
-            f"cannot resume from {path}: the file is damaged or not an emomatch checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-            "delete the run folder to start again"
-        ) from None
+            f"{lead}: its 'epoch' is {epoch!r}, not an epoch number; delete the run folder "
+            "to start again"
+        )
+    return epoch
 
 
 class EpochHistory(Logger):
