@@ -11,10 +11,10 @@ import torch
 
 from emomatch.errors import ConfigError
 from emomatch.evaluation import evaluate_checkpoint, load_checkpoint, predict_split
+from emomatch.rundir import RunFolder
 from emomatch.runs import train_and_report
 from emomatch.training.module import lr_scale
 from emomatch.training.prepare import labeled_batch_size, prepare_training_data
-from emomatch.training.rundir import RunFolder
 from tests.support.builders import make_config
 from tests.support.runs import history
 

@@ -40,8 +40,8 @@ from emomatch.errors import ConfigError, DataError
 from emomatch.evaluation import write_report
 from emomatch.files import atomic_write_text, hold_lock
 from emomatch.metrics import METRIC_KEYS, aggregate, classification_metrics
+from emomatch.rundir import METRICS_FILE
 from emomatch.store import FeatureStore
-from emomatch.training.rundir import METRICS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -87,8 +87,8 @@ def train(
         run_dir = out or Path("runs") / config.stem
         if folds is not None and folds != "all":
             raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
+        from emomatch.rundir import RunFolder
         from emomatch.runs import train_and_report, train_folds
-        from emomatch.training.rundir import RunFolder
 
         if fold or folds == "all":
             metrics = train_folds(cfg, run_dir, folds=fold or None, resume=resume, seeds=seeds)
@@ -586,7 +586,7 @@ def balance_unlabeled(
     from emomatch.balance import balance_unlabeled as run
 
     try:
-        from emomatch.training.rundir import RunFolder
+        from emomatch.rundir import RunFolder
 
         result = run(
             store,

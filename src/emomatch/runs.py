@@ -15,15 +15,15 @@ from emomatch.data.folds import choose_folds
 from emomatch.data.splits import training_split
 from emomatch.evaluation import evaluate_checkpoints, write_report
 from emomatch.metrics import aggregate
-from emomatch.store import FeatureStore
-from emomatch.training import fit
-from emomatch.training.rundir import (
+from emomatch.rundir import (
     FOLD_PREFIX,
     SEED_PREFIX,
     RunFolder,
     checkpoint_metadata,
     resume_or_start,
 )
+from emomatch.store import FeatureStore
+from emomatch.training import fit
 
 
 def train_and_report(

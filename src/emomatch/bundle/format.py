@@ -35,7 +35,7 @@ import yaml
 from emomatch.domain import __version__
 from emomatch.errors import DataError, EmomatchError, WriteError
 from emomatch.files import atomic_path, atomic_write_bytes, atomic_write_text, describe_os_error
-from emomatch.training.rundir import CONFIG_FILE, METRICS_FILE, RunFolder, checkpoint_metadata
+from emomatch.rundir import CONFIG_FILE, METRICS_FILE, RunFolder, checkpoint_metadata
 
 BUNDLE_FORMAT = "emomatch-model-bundle"
 BUNDLE_VERSION = 1

@@ -13,9 +13,10 @@ import torch
 from emomatch.data import EvalBatches, FeatureBatches, Split, check_finite, select_split
 from emomatch.errors import DataError, EmomatchError
 from emomatch.metrics import classification_metrics
+from emomatch.rundir import RunFolder
+from emomatch.safeload import read_checkpoint
 from emomatch.store import FeatureStore
 from emomatch.training import EmoMatchModule
-from emomatch.training.rundir import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Emo
     path = Path(path)
     if not path.is_file():
         raise EmomatchError(f"checkpoint {path} does not exist")
+    lead = f"{path} is not a readable emomatch checkpoint"
+    saved = read_checkpoint(path, map_location=device, problem=lead)
     try:
-        module = EmoMatchModule.load_from_checkpoint(path, map_location=device)
-    except Exception as exc:  # torch/pickle/zip/Lightning errors: all mean "not a checkpoint"
+        # built from the safely read dict: Lightning's load_from_checkpoint would unpickle the
+        # file again, by default with weights_only=False
+        module = EmoMatchModule(**saved["hyper_parameters"])
+        module.load_state_dict(saved["state_dict"])
+        module.to(device)
+    except Exception as exc:  # a dict of other keys or shapes: "not a checkpoint" as well
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EmomatchError(
             f"{path} is not a readable emomatch checkpoint ({type(exc).__name__}: {detail}); "

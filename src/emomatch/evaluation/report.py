@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from emomatch.files import atomic_path, atomic_write_text
-from emomatch.training.rundir import METRICS_FILE
+from emomatch.rundir import METRICS_FILE
 
 
 def figure_png(fig: Any) -> bytes:

@@ -17,7 +17,7 @@ from emomatch.baseline import BASELINES
 from emomatch.errors import DataError
 from emomatch.experiments.layout import MANIFEST, TIMINGS, training_runs
 from emomatch.experiments.spec import ExperimentSpec, Row
-from emomatch.training.rundir import METRICS_FILE, RunFolder
+from emomatch.rundir import METRICS_FILE, RunFolder
 
 METRIC_NAMES = {
     "wap": "WAP",

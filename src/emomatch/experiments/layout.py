@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from emomatch.training.rundir import RunFolder
+from emomatch.rundir import RunFolder
 
 MANIFEST = "experiment.json"
 TIMINGS = "timings.json"

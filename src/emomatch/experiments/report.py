@@ -29,7 +29,7 @@ from emomatch.experiments.figures import Figure, curve_figure, loss_figure
 from emomatch.experiments.layout import versions
 from emomatch.experiments.render import Block, render_html, render_markdown
 from emomatch.files import atomic_write_bytes, atomic_write_text
-from emomatch.training.rundir import RunFolder
+from emomatch.rundir import RunFolder
 
 
 def _table(c: Collected) -> tuple[list[str], list[list[str]], list[str]]:

@@ -34,10 +34,10 @@ from emomatch.experiments.layout import BASELINES_DIR, MANIFEST, TIMINGS, traini
 from emomatch.experiments.report import write_experiment_report
 from emomatch.experiments.spec import ExperimentSpec, Row, row_configs
 from emomatch.files import atomic_write_text, hold_lock
+from emomatch.rundir import FOLD_PREFIX, SEED_PREFIX, RunFolder
 from emomatch.runs import resume_or_train, train_folds
 from emomatch.store import FeatureStore
 from emomatch.training.fit import config_differences
-from emomatch.training.rundir import FOLD_PREFIX, SEED_PREFIX, RunFolder
 
 log = logging.getLogger(__name__)
 

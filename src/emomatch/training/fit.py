@@ -16,7 +16,9 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping
 from emomatch.config import ExperimentConfig
 from emomatch.errors import ConfigError, EmomatchError
 from emomatch.files import atomic_path, atomic_write_text, hold_lock
+from emomatch.rundir import BEST, TOP_PREFIX, RunFolder
 from emomatch.runtime import StreamingCheckpointIO, keep_freed_memory
+from emomatch.safeload import read_checkpoint
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.persist import (
     EveryEpochCheckpoint,
@@ -25,7 +27,6 @@ from emomatch.training.persist import (
     epoch_loggers,
 )
 from emomatch.training.prepare import prepare_training_data
-from emomatch.training.rundir import BEST, TOP_PREFIX, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def _fit_locked(
     if launched_rank() == 0:
         atomic_write_text(run.config_path, cfg.to_yaml())
     resume_from = str(run.last) if resumed_epoch is not None else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
     best = run.best
     # Only rank 0 writes checkpoints (and renames them into place after the others went on).
     if trainer.is_global_zero and not best.is_file():
@@ -258,7 +259,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
     weights lie close enough for a mean to be a good model, as in Polyak or SWA averaging)."""
     if not paths:
         raise EmomatchError(f"no checkpoints to average next to {out}")
-    saved = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    saved = [read_checkpoint(p) for p in paths]
     first = saved[0]
     states = [s["state_dict"] for s in saved]
     averaged = {}

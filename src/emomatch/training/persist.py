@@ -21,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from emomatch.errors import EmomatchError, WriteError
 from emomatch.files import atomic_write_text, describe_os_error
-from emomatch.training.rundir import HISTORY_FILE, LAST, checkpoint_metadata
+from emomatch.rundir import HISTORY_FILE, LAST, checkpoint_metadata
 
 
 def save_atomically(trainer: pl.Trainer, final: Path) -> None:
@@ -71,10 +71,8 @@ class EveryEpochCheckpoint(Checkpoint):
 
 def checkpoint_epoch(path: Path) -> int:
     """The epoch a checkpoint ends; a damaged file is one clear error, not a zip traceback."""
-    try:
-        return int(checkpoint_metadata(path)["epoch"])
-    except EmomatchError as exc:
-        raise EmomatchError(f"cannot resume: {exc}; delete the run folder to start again") from None
+    lead = f"cannot resume from {path}: the file is damaged or not an emomatch checkpoint"
+    return int(checkpoint_metadata(path, problem=lead)["epoch"])
 
 
 class EpochHistory(Logger):

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from emomatch.errors import EmomatchError
+from emomatch.safeload import read_checkpoint
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -158,22 +159,21 @@ class RunFolder:
         return sorted((r for r in found if r.is_finished()), key=lambda r: r.path)
 
 
-def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+def checkpoint_metadata(path: str | Path, problem: str | None = None) -> dict[str, Any]:
     """The epoch fields of a saved checkpoint (``epoch``, ``averaged_epochs``), read without
-    the tensors; a damaged or foreign file is one clear error."""
-    import torch
-
+    running anything it holds (:func:`emomatch.safeload.read_checkpoint`) and without its
+    tensors; a damaged, foreign or crafted file is one clear error starting with ``problem``."""
     path = Path(path)
-    try:
-        # mapped: the zip structure and the small fields are read, the tensors stay on disk
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        return {"epoch": int(saved["epoch"]), "averaged_epochs": saved.get("averaged_epochs")}
-    except Exception as exc:  # torch raises RuntimeError, EOFError, pickle errors, KeyError ...
-        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+    lead = problem or f"{path}: the file is damaged or not an emomatch checkpoint"
+    # mapped: the zip structure and the small fields are read, the tensors stay on disk
+    saved = read_checkpoint(path, mmap=True, problem=lead)
+    epoch = saved.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise EmomatchError(
-            f"{path}: the file is damaged or not an emomatch checkpoint "
-            f"({type(exc).__name__}: {detail})"
-        ) from None
+            f"{lead}: its 'epoch' is {epoch!r}, not an epoch number; delete the run folder "
+            "to start again"
+        )
+    return {"epoch": epoch, "averaged_epochs": saved.get("averaged_epochs")}
 
 
 def resume_or_start(
