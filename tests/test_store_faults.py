@@ -30,7 +30,7 @@ from emomatch.errors import DataError, LockedError, StoreError, WorkerError, Wri
 from emomatch.extract.run import run_extraction
 from emomatch.files import atomic_path, atomic_write_text, hold_lock, lock_holder
 from emomatch.store import FeatureStore
-from emomatch.store.format import StoreDamagedError
+from emomatch.store.spec import StoreDamagedError
 from tests.support.extract_fakes import HashedWords, WavStats
 from tests.support.manifests import make_manifest
 from tests.support.store_faults_driver import register

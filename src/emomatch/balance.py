@@ -18,7 +18,7 @@ from emomatch.data import select_split
 from emomatch.errors import DataError
 from emomatch.evaluation import load_checkpoint, predict_split
 from emomatch.store import FeatureStore, StoreWriter
-from emomatch.store.format import new_store_folder
+from emomatch.store.writer import new_store_folder
 
 
 def balanced_rows(pseudo: np.ndarray, per_class: int, num_classes: int, seed: int) -> np.ndarray:

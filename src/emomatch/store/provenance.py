@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from emomatch.errors import DataError
-from emomatch.store.format import FeatureStore
+from emomatch.store.reader import FeatureStore
 
 #: how a modality's features were made, as stored: {kind, dim, max_len, extractor: {...}}
 Provenance = dict[str, dict[str, Any]]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from emomatch.errors import DataError
 from emomatch.store import FeatureStore, ModalitySpec, StoreWriter
-from emomatch.store.format import new_store_folder
+from emomatch.store.writer import new_store_folder
 
 if TYPE_CHECKING:
     import torch
