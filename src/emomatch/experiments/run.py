@@ -1,15 +1,7 @@
 """Running an experiment: every row's runs (folds x seeds) and the baselines on the same data.
 
-The output folder (laid out in :mod:`emomatch.experiments.layout`)::
-
-    DIR/experiment.json      what was asked (experiment, base config, overrides, folds, seeds),
-                             each row's resolved config, versions; rewritten as runs finish
-    DIR/timings.json         wall seconds of each training run (summed over resumptions)
-    DIR/<row>/               the row's run, as `emomatch train` writes it (fold_k/, seed_S/)
-    DIR/baselines/<data>/    `emomatch baseline` on each distinct data setting of the rows
-    DIR/report.md, report.html
-
-Running it again skips finished runs and resumes an interrupted one (runs.py's resume).
+The output folder is laid out in :mod:`emomatch.experiments.layout`. Running it again skips
+finished runs and resumes an interrupted one (:func:`emomatch.runs.resume_or_train`).
 """
 
 from __future__ import annotations
