@@ -135,3 +135,27 @@ def test_no_test_module_imports_another() -> None:
             if imported.split(".")[-1].startswith("test_") or imported.startswith("test_"):
                 offenders.append(f"{path.relative_to(TESTS)} imports {imported}")
     assert offenders == []
+
+
+def test_a_config_is_read_and_checked_without_torch(tmp_path) -> None:
+    """The measure names a config may give are known below the model, so reading and checking
+    a YAML file (every command does it first) does not import torch."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {store: s}\nloss: {measure: batch}\n")
+    code = (
+        "import sys; from emomatch.config import load_config; "
+        f"assert load_config({str(config)!r}).loss.measure == 'batch'; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_shipped_measures_are_the_registered_ones() -> None:
+    from emomatch.domain import BUILTIN_MEASURES
+    from emomatch.model.matching import MEASURES
+
+    assert sorted(BUILTIN_MEASURES) == MEASURES.names()
