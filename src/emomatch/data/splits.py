@@ -225,9 +225,20 @@ def training_split(store: FeatureStore, data: DataConfig, field: str | None = No
     """The labelled training split a run (or a baseline) learns from: selected, subsampled
     (``data.train_fraction``) and checked to hold every class; ``field`` defaults to
     ``data.split_field``."""
-    split = select_split(
+    return training_and_rest(store, data, field)[0]
+
+
+def training_and_rest(
+    store: FeatureStore, data: DataConfig, field: str | None = None
+) -> tuple[Split, Split | None]:
+    """The labelled training split (as :func:`training_split`) and the training utterances
+    ``data.train_fraction`` left out of it (None when it kept them all): the unlabelled pool
+    of ``data.unlabeled_pool: train_rest``."""
+    whole = select_split(
         store, field or data.split_field, data.train_split, data.modalities, True, data.missing
     )
-    split = subsample_labeled(split, data.train_fraction, data.subsample_seed)
+    split = subsample_labeled(whole, data.train_fraction, data.subsample_seed)
     require_all_classes(split)
-    return split
+    left = np.setdiff1d(whole.rows, split.rows)
+    rest = Split(store, f"{whole.name} (labels hidden)", left) if len(left) else None
+    return split, rest
