@@ -250,3 +250,15 @@ def test_cli_import_info_and_a_vector_visual_model(tmp_path) -> None:
     assert data.unlabeled is not None
     assert len(data.train) + len(data.unlabeled) == 36
     assert not set(data.train.rows) & set(data.unlabeled.rows)
+
+
+def test_a_model_on_imported_features_says_which_features_it_needs(tmp_path) -> None:
+    from emomatch.extract.provenance import extractor_options
+
+    np.savez(tmp_path / "f.npz", **arrays())
+    import_features(
+        tmp_path / "f.npz", manifest(tmp_path), tmp_path / "s", {"visual": "au"}, description="AUs"
+    )
+    recorded = FeatureStore(tmp_path / "s").modalities["visual"]
+    with pytest.raises(DataError, match=r"imported from 'f.npz' \(array 'au', sha256 .*AUs"):
+        extractor_options("visual", {"kind": "vector", "extractor": recorded.extractor})
