@@ -189,49 +189,58 @@ def key_of(method: str, cfg: ExperimentConfig) -> str:
 
 def diagnose(cfg: ExperimentConfig) -> None:
     """Each term's share of the encoders' gradient, and the latents' scale against the
-    matching bandwidth, over the first training steps of a fresh model."""
+    matching bandwidth, on a few training batches: of a fresh model and of the trained one."""
+    from emomatch.evaluation import load_checkpoint
     from emomatch.model.losses import objective, prediction_terms, stream_terms
     from emomatch.model.matching import median_sigma
+    from emomatch.training import fit
     from emomatch.training.module import EmoMatchModule
     from emomatch.training.prepare import prepare_training_data
 
     data = prepare_training_data(cfg)
-    module = EmoMatchModule(
+    fresh = EmoMatchModule(
         cfg.model_dump(mode="json"), {m: list(s) for m, s in data.shapes.items()}, data.classes
     )
-    module.normalizer.set_stats(data.stats)
+    fresh.normalizer.set_stats(data.stats)
+    with tempfile.TemporaryDirectory(prefix="ravdess-diagnose-") as tmp:
+        trained = load_checkpoint(fit(cfg, Path(tmp) / "run"))
     loader, _ = data.loaders(cfg)
-    encoders = [
-        p for m in module.model.modalities for p in module.model.dae(m).encoder.parameters()
-    ]
-    norms: dict[str, list[float]] = {}
-    for step, batch in enumerate(loader):
-        if step == 5:
-            break
-        lab = module.normalized(batch["labeled"])
-        gen = torch.Generator().manual_seed(step)
-        labeled = stream_terms(module.model, lab, cfg.loss, labels=batch["labeled"]["labels"])
-        pool = module.normalized(batch["unlabeled"]) if "unlabeled" in batch else None
-        unl = stream_terms(module.model, pool, cfg.loss, generator=gen) if pool else None
-        _, parts = objective(labeled, unl, cfg.loss)
-        if pool is not None and cfg.loss.self_training:
-            parts.update(prediction_terms(module.model, pool, cfg.loss, gen))
-        for name, value in parts.items():
-            if not value.requires_grad:
-                continue
-            grads = torch.autograd.grad(value, encoders, retain_graph=True, allow_unused=True)
-            total = sum(float(g.pow(2).sum()) for g in grads if g is not None) ** 0.5
-            norms.setdefault(name, []).append(total)
-        z = labeled_latents = module.model.encode(lab)
-        for m, zm in labeled_latents.items():
-            print(f"diagnose_latent_rms_{m}_step{step}: {float(zm.pow(2).mean().sqrt()):.3f}")
-        a, v = z["acoustic"], z["visual"]
-        sigma = float(median_sigma(a, v))
-        paired = float((a - v).pow(2).sum(1).sqrt().median())
-        print(f"diagnose_bandwidth_step{step}: {sigma:.3f} (median paired distance {paired:.3f})")
-    total = sum(np.mean(v) for v in norms.values())
-    for name, values in norms.items():
-        print(f"diagnose_grad_share_{name}: {np.mean(values) / total:.3f}")
+    for when, module in (("start", fresh), ("end", trained)):
+        module.train()
+        model = module.model
+        encoders = [p for m in model.modalities for p in model.dae(m).encoder.parameters()]
+        norms: dict[str, list[float]] = {}
+        scales: list[tuple[float, float, float]] = []
+        for step, batch in enumerate(loader):
+            if step == 8:
+                break
+            lab = module.normalized(batch["labeled"])
+            gen = torch.Generator().manual_seed(step)
+            labels = batch["labeled"]["labels"]
+            labeled = stream_terms(model, lab, cfg.loss, labels=labels, generator=gen)
+            pool = module.normalized(batch["unlabeled"]) if "unlabeled" in batch else None
+            unl = stream_terms(model, pool, cfg.loss, generator=gen) if pool else None
+            _, parts = objective(labeled, unl, cfg.loss)
+            if pool is not None and cfg.loss.self_training:
+                parts.update(prediction_terms(model, pool, cfg.loss, gen))
+            for name, value in parts.items():
+                if not value.requires_grad:
+                    continue
+                grads = torch.autograd.grad(value, encoders, retain_graph=True, allow_unused=True)
+                total = sum(float(g.pow(2).sum()) for g in grads if g is not None) ** 0.5
+                norms.setdefault(name, []).append(total)
+            with torch.no_grad():
+                z = model.encode(pool if pool is not None else lab)
+                a, v = z["acoustic"], z["visual"]
+                paired = float((a - v).pow(2).sum(1).sqrt().median())
+                scales.append((float(median_sigma(a, v)), paired, float(a.std() + v.std()) / 2))
+        total = sum(np.mean(v) for v in norms.values())
+        for name, values in norms.items():
+            print(f"diagnose_{when}_grad_share_{name}: {np.mean(values) / total:.3f}")
+        sigma, paired, spread = np.mean(scales, axis=0)
+        print(f"diagnose_{when}_bandwidth: {sigma:.3f}")
+        print(f"diagnose_{when}_paired_distance: {paired:.3f}")
+        print(f"diagnose_{when}_latent_std: {spread:.3f}")
 
 
 def main() -> None:

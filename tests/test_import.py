@@ -250,6 +250,16 @@ def test_cli_import_info_and_a_vector_visual_model(tmp_path) -> None:
     assert data.unlabeled is not None
     assert len(data.train) + len(data.unlabeled) == 36
     assert not set(data.train.rows) & set(data.unlabeled.rows)
+    # normalisation on the labelled rows and the pool: the mean over all 36 training rows
+    pooled = prepare_training_data(
+        cfg.model_copy(
+            update={"data": cfg.data.model_copy(update={"normalize_on": "labeled_and_pool"})}
+        )
+    )
+    store = FeatureStore(tmp_path / "s")
+    everything = store.fetch("visual", store.select("split", "train"))
+    np.testing.assert_allclose(pooled.stats["visual"][0], everything.mean(0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(data.stats["visual"][0], everything.mean(0))
 
 
 def test_a_model_on_imported_features_says_which_features_it_needs(tmp_path) -> None:

@@ -63,6 +63,11 @@ class DataConfig(_Strict):
     #: ``unlabeled_store`` where given); ``train_rest`` = the training split's utterances that
     #: ``train_fraction`` left unlabelled (the low-label protocol: one corpus, its labels hidden)
     unlabeled_pool: Literal["split", "train_rest"] = "split"
+    #: the z-normalisation statistics: ``labeled`` = of the labelled training utterances (the
+    #: paper); ``labeled_and_pool`` = of those and the unlabelled pool together (with few labels,
+    #: 96 utterances' means and stds of 259 dimensions are noisy; the pool's features are there
+    #: anyway). Fully supervised runs have no pool and use ``labeled`` either way
+    normalize_on: Literal["labeled", "labeled_and_pool"] = "labeled"
     #: utterances missing a used modality (e.g. no face found): ``drop`` leaves them out of the
     #: run (counted in the log), as the paper drops faceless AMI windows; ``mask`` keeps them
     #: with that modality's latent zeroed and its reconstruction and matching terms masked

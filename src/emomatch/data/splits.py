@@ -143,8 +143,11 @@ def check_finite(split: Split, modalities: Sequence[str]) -> None:
                 )
 
 
-def fit_stats(split: Split, modalities: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-dimension mean and std over valid positions of the split (float64 accumulation).
+def fit_stats(
+    split: Split, modalities: Sequence[str], *more: Split
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-dimension mean and std over valid positions of the split, and of ``more`` splits
+    pooled with it (float64 accumulation).
 
     Also checks finiteness on the way, since it reads every value anyway.
     """
@@ -154,10 +157,15 @@ def fit_stats(split: Split, modalities: Sequence[str]) -> dict[str, tuple[np.nda
         total = np.zeros(spec.dim)
         total_sq = np.zeros(spec.dim)
         count = 0
-        for rows, x in split.store.iter_chunks(m, split.rows):
+        chunks = (
+            (part, rows, x)
+            for part in (split, *more)
+            for rows, x in part.store.iter_chunks(m, part.rows)
+        )
+        for part, rows, x in chunks:
             if not np.isfinite(x).all():
-                check_finite(Split(split.store, split.name, rows), [m])
-            lengths = split.store.lengths(m, rows)
+                check_finite(Split(part.store, part.name, rows), [m])
+            lengths = part.store.lengths(m, rows)
             if x.ndim == 3:
                 valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
                 x = x[valid]

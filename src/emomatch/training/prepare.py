@@ -112,7 +112,8 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
         unlabeled = subsample_pool(
             unlabeled, d.unlabeled_fraction, d.unlabeled_count, d.subsample_seed
         )
-    stats = fit_stats(train, mods)
+    pooled = [unlabeled] if unlabeled is not None and d.normalize_on == "labeled_and_pool" else []
+    stats = fit_stats(train, mods, *pooled)
     check_finite(validation, mods)
     if unlabeled is not None:
         check_finite(unlabeled, mods)
