@@ -272,3 +272,18 @@ def test_a_model_on_imported_features_says_which_features_it_needs(tmp_path) -> 
     recorded = FeatureStore(tmp_path / "s").modalities["visual"]
     with pytest.raises(DataError, match=r"imported from 'f.npz' \(array 'au', sha256 .*AUs"):
         extractor_options("visual", {"kind": "vector", "extractor": recorded.extractor})
+
+
+def test_pool_from_the_training_rest_is_one_store(tmp_path) -> None:
+    from emomatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unlabeled_pool: train_rest"):
+        config_from_dict(
+            {
+                "data": {
+                    "store": str(tmp_path),
+                    "unlabeled_store": str(tmp_path),
+                    "unlabeled_pool": "train_rest",
+                }
+            }
+        )
