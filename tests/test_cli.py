@@ -102,6 +102,9 @@ def check_demo_summary(out, output: str) -> dict:
     assert summary["semi"]["runs"][0]["semi_supervised"] is True
     assert summary["fully"]["runs"][0]["semi_supervised"] is False
     assert "fully" in output and "semi" in output
+    for baseline in ("logreg", "linear_svm"):
+        assert 0.0 <= summary[baseline]["ua"] <= 1.0
+        assert baseline in output
     return summary
 
 

@@ -189,3 +189,45 @@ def test_test_split_may_not_overlap_training_or_validation(tiny_store) -> None:
         make_config(tiny_store, data={"train_split": ["train", "test"]})
     with pytest.raises(ConfigError, match="empty list"):
         make_config(tiny_store, data={"validation_split": []})
+
+
+def test_prediction_terms_threshold_and_teacher_without_gradient() -> None:
+    from emomatch.config import LossConfig, ModelConfig
+    from emomatch.model import EmotionModel
+    from emomatch.model.losses import prediction_terms
+
+    torch.manual_seed(0)
+    model = EmotionModel({"acoustic": (6,), "visual": (5,)}, 3, ModelConfig(latent_dim=4))
+    inputs = {
+        m: (torch.randn(8, d), torch.ones(8, dtype=torch.long))
+        for m, d in (("acoustic", 6), ("visual", 5))
+    }
+    gen = torch.Generator().manual_seed(0)
+    none = prediction_terms(model, inputs, LossConfig(pseudo_threshold=1.0), gen)
+    assert float(none["pseudo"]) == 0.0  # an untrained model is never that sure
+    cfg = LossConfig(pseudo_threshold=0.0, consistency_weight=2.0, view_noise=0.0)
+    model.eval()  # no dropout: the student's clean view is the teacher's
+    parts = prediction_terms(model, inputs, cfg, gen)
+    logits = model(inputs, reconstruct=False).logits
+    expected = torch.nn.functional.cross_entropy(logits, logits.argmax(1))
+    assert float(parts["pseudo"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(parts["consistency"]) == pytest.approx(0.0, abs=1e-10)
+    parts["pseudo"].backward()
+    assert all(p.grad is not None for p in model.classifier.parameters())
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        {"pseudo_threshold": 0.7, "view_modality_dropout": 0.3},
+        {"consistency_weight": 1.0, "ema_decay": 0.9},
+    ],
+    ids=["pseudo-labels", "ema-consistency"],
+)
+def test_unlabelled_prediction_terms_train(tiny_store, tmp_path, loss) -> None:
+    cfg = make_config(tiny_store, loss=loss, train={"max_epochs": 4})
+    metrics = train_and_report(cfg, tmp_path / "run")
+    assert metrics["ua"] > 0.5  # four classes: chance is 0.25
+    logged = history(tmp_path / "run")
+    key = "train/pseudo" if "pseudo_threshold" in loss else "train/consistency"
+    assert all(key in row for row in logged.values())

@@ -301,6 +301,74 @@ def extract(
     typer.echo(str(summary))
 
 
+@app.command("import")
+def import_(
+    features: Annotated[Path, typer.Argument(help="features file: .npz, .npy, .csv or .parquet")],
+    manifest: Annotated[Path, typer.Option(help="manifest CSV/JSONL of the utterances")],
+    out: Annotated[Path, typer.Option(help="feature store folder (created or completed)")],
+    map_: Annotated[
+        list[str],
+        typer.Option(
+            "--map",
+            help="MODALITY=KEY: the array (npz), column or column prefix (table) holding a "
+            "modality's features; repeatable",
+        ),
+    ],
+    description: Annotated[
+        str, typer.Option(help="how the features were made (kept in the store's provenance)")
+    ] = "",
+    id_key: Annotated[
+        str, typer.Option(help="the ids' array in an .npz (default ids) or column in a table (id)")
+    ] = "ids",
+    frame_column: Annotated[
+        str | None, typer.Option(help="a table in long format: the column ordering the frames")
+    ] = None,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SPLIT=COLUMN:V1,V2: manifest rows whose COLUMN is one of the values go to "
+            "SPLIT, e.g. test=speaker:21,22,23,24; repeatable"
+        ),
+    ] = None,
+    split_rest: Annotated[
+        str, typer.Option(help="split of rows no --split rule nor manifest split column assigns")
+    ] = "train",
+    classes: Annotated[
+        str | None,
+        typer.Option(help="comma-separated class names in order (default: the manifest's labels)"),
+    ] = None,
+) -> None:
+    """Write a feature store from features you already have (ids matched to the manifest)."""
+    _setup_logging()
+    from emomatch.importing import import_features, parse_split_rule
+
+    try:
+        mapping: dict[str, str] = {}
+        for pair in map_:
+            modality, sep, key = pair.partition("=")
+            if not sep or not modality.strip() or not key.strip():
+                raise EmomatchError(f"--map {pair!r}: expected MODALITY=KEY")
+            if modality.strip() in mapping:
+                raise EmomatchError(f"--map: modality {modality.strip()!r} given twice")
+            mapping[modality.strip()] = key.strip()
+        summary = import_features(
+            features,
+            manifest,
+            out,
+            mapping,
+            description=description,
+            id_key=id_key,
+            frame_column=frame_column,
+            classes=classes.split(",") if classes else None,
+            split_rules=[parse_split_rule(rule) for rule in split or []],
+            split_rest=split_rest,
+        )
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(str(summary))
+
+
 @app.command()
 def transcribe(
     manifest: Annotated[Path, typer.Argument(help="manifest whose rows lack a transcript")],

@@ -60,6 +60,15 @@ class DataConfig(_Strict):
     validation_split: str | list[str] = "validation"
     test_split: str | list[str] = "test"
     unlabeled_split: str = "unlabeled"
+    #: where the unlabelled pool comes from: ``split`` = the ``unlabeled_split`` rows (of
+    #: ``unlabeled_store`` where given); ``train_rest`` = the training split's utterances that
+    #: ``train_fraction`` left unlabelled (the low-label protocol: one corpus, its labels hidden)
+    unlabeled_pool: Literal["split", "train_rest"] = "split"
+    #: the z-normalisation statistics: ``labeled`` = of the labelled training utterances (the
+    #: paper); ``labeled_and_pool`` = of those and the unlabelled pool together (with few labels,
+    #: 96 utterances' means and stds of 259 dimensions are noisy; the pool's features are there
+    #: anyway). Fully supervised runs have no pool and use ``labeled`` either way
+    normalize_on: Literal["labeled", "labeled_and_pool"] = "labeled"
     #: utterances missing a used modality (e.g. no face found): ``drop`` leaves them out of the
     #: run (counted in the log), as the paper drops faceless AMI windows; ``mask`` keeps them
     #: with that modality's latent zeroed and its reconstruction and matching terms masked
@@ -91,6 +100,14 @@ class DataConfig(_Strict):
                 raise ValueError(
                     f"{key} and test_split share {sorted(shared)}: the test split must stay unseen"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _rest_of_one_store(self) -> DataConfig:
+        if self.unlabeled_pool == "train_rest" and self.unlabeled_store is not None:
+            raise ValueError(
+                "unlabeled_pool: train_rest takes the pool from store; drop unlabeled_store"
+            )
         return self
 
     @model_validator(mode="after")
@@ -156,6 +173,33 @@ class LossConfig(_Strict):
     #: share of the target mass spread evenly over all classes in the cross-entropy (0: off);
     #: for corpora whose labels are noisy, like MELD's (docs/benchmarks.md)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    #: --- learning from the unlabelled stream beyond the paper's L_u (docs/method.md) ---
+    #: confidence-thresholded pseudo-labels (FixMatch, Sohn et al. 2020): where the teacher's
+    #: top class probability on the clean view is at least this, that class is the target of
+    #: the cross-entropy on the perturbed view; None = off (the paper)
+    pseudo_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    pseudo_weight: float = Field(1.0, ge=0.0)
+    #: consistency (Pi-model / Mean Teacher): squared distance between the class probabilities
+    #: on the perturbed view and the teacher's on the clean view, every unlabelled utterance;
+    #: 0 = off (the paper)
+    consistency_weight: float = Field(0.0, ge=0.0)
+    #: the perturbed view: Gaussian noise of this std on the z-normalised features ...
+    view_noise: float = Field(0.5, ge=0.0)
+    #: ... and each modality made absent with this chance (never every modality of one
+    #: utterance): a prediction from the voice alone is then taught by the one from face and
+    #: voice (cross-modal co-training)
+    view_modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: the teacher of the two terms above: 0 = the model itself in eval mode (no dropout);
+    #: > 0 = an exponential moving average of its weights with this decay (Mean Teacher)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    #: the terms above also on the labelled batch (its labels unused by them), as FixMatch's
+    #: unlabelled stream holds the labelled data too
+    consistency_on_labeled: bool = False
+
+    @property
+    def self_training(self) -> bool:
+        """Whether the unlabelled stream gets a prediction term (pseudo-labels or consistency)."""
+        return self.pseudo_threshold is not None or self.consistency_weight > 0
 
     @field_validator("measure")
     @classmethod

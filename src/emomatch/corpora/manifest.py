@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,11 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 NUMBER_COLUMNS = ("start", "end")
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
+def read_manifest(path: str | Path, defaults: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Read a CSV or JSONL manifest; a ``_line`` column keeps each row's (first) line in the file.
+
+    ``defaults``: standard columns the file may lack, with the value every row then gets (e.g.
+    ``{"split": ""}`` where the caller assigns splits itself, as ``emomatch import`` does).
 
     Everything else is text exactly as written (no ``NA`` guessing, spaces kept); ``start`` and
     ``end`` are numbers (NaN where empty). A file that cannot be read as a manifest (not UTF-8,
@@ -58,7 +61,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         columns, records = _jsonl_records(path)
     else:
         columns, records = _csv_records(path)
-    missing = [c for c in MANIFEST_COLUMNS if c not in columns]
+    missing = [c for c in MANIFEST_COLUMNS if c not in columns and c not in (defaults or {})]
     if missing:
         raise DataError(
             f"manifest {path}: missing column(s) {', '.join(missing)} "
@@ -84,6 +87,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             data[column] = [v if isinstance(v, str) else _text(v) for v in values]
     if problems:
         raise DataError(f"manifest {path}: {summarize([p for _, p in sorted(problems)])}")
+    for column, value in (defaults or {}).items():
+        if column not in data:
+            data[column] = [value] * len(records)
     data["_line"] = [line for line, _ in records]
     df = pd.DataFrame(data)
     for column in NUMBER_COLUMNS:

@@ -79,6 +79,15 @@ def extractor_options(
         )
         if not str(settings.get("model", "")).startswith(DEFAULT_MODEL_PACKAGE + "=="):
             needs.append("model")
+    elif name == "imported":
+        # `emomatch import`: made outside emomatch, so only the same features can be scored
+        raise DataError(
+            f"{modality} features were imported from {settings.get('file')!r} (array "
+            f"{settings.get('key')!r}, sha256 {str(settings.get('sha256'))[:12]}..."
+            + (f", {settings['description']}" if settings.get("description") else "")
+            + "): emomatch cannot make them from media; import features made the same way "
+            "into a store and score it (`emomatch evaluate RUN --store STORE`)"
+        )
     else:
         raise DataError(
             f"{modality} features were made by {name or 'an unnamed extractor'!r}, which cannot "

@@ -21,7 +21,7 @@ from emomatch.data import (
     fit_stats,
     select_split,
 )
-from emomatch.data.splits import subsample_pool, training_split
+from emomatch.data.splits import subsample_pool, training_and_rest
 from emomatch.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,17 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
     mods = d.modalities
     store = FeatureStore(d.store)
     shapes = check_shapes(store, mods, d.expect_shapes)
-    train = training_split(store, d)
+    train, rest = training_and_rest(store, d)
     validation = select_split(store, d.split_field, d.validation_split, mods, True, d.missing)
     unlabeled = None
-    if cfg.loss.unlabeled:
+    if cfg.loss.unlabeled and d.unlabeled_pool == "train_rest":
+        if rest is None:
+            log.info("data.unlabeled_pool=train_rest: every training utterance is labelled")
+        else:
+            unlabeled = subsample_pool(
+                rest, d.unlabeled_fraction, d.unlabeled_count, d.subsample_seed
+            )
+    elif cfg.loss.unlabeled:
         pool = store
         if d.unlabeled_store is not None:
             pool = FeatureStore(d.unlabeled_store)
@@ -105,7 +112,8 @@ def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
         unlabeled = subsample_pool(
             unlabeled, d.unlabeled_fraction, d.unlabeled_count, d.subsample_seed
         )
-    stats = fit_stats(train, mods)
+    pooled = [unlabeled] if unlabeled is not None and d.normalize_on == "labeled_and_pool" else []
+    stats = fit_stats(train, mods, *pooled)
     check_finite(validation, mods)
     if unlabeled is not None:
         check_finite(unlabeled, mods)
