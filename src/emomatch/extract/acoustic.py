@@ -97,6 +97,29 @@ def _smile_error(exc: Exception, feature_set: Any, level: str) -> str:
     return "; ".join(lines[-3:]) or str(exc)
 
 
+def load_clip(item: Utterance, silence_db: float | None) -> tuple[np.ndarray, float] | ItemError:
+    """An item's audio (or its video's soundtrack) as a 16 kHz mono signal and its seconds; an
+    :class:`ItemError` when it cannot be read or its peak is below ``silence_db`` dBFS."""
+    source = item.audio if item.audio is not None else item.video
+    if source is None:
+        return ItemError("no audio or video file for this item")
+    try:
+        signal = load_audio(source, item.start, item.end, SAMPLE_RATE)
+    except AudioError as exc:
+        return ItemError(str(exc))
+    except DataError as exc:
+        return ItemError(f"{source}: {exc}")
+    peak = float(np.max(np.abs(signal)))
+    if silence_db is not None:
+        level = 20 * math.log10(peak) if peak > 0 else -math.inf
+        if level < silence_db:
+            return ItemError(
+                f"{source}: silent audio (peak {level:.1f} dBFS is below "
+                f"silence_db {silence_db} dBFS)"
+            )
+    return signal, len(signal) / SAMPLE_RATE
+
+
 class OpenSmileExtractor:
     """openSMILE features of each utterance's audio (or its video's soundtrack).
 
@@ -249,24 +272,11 @@ class OpenSmileExtractor:
         return [self._one(item, dim) for item in items]
 
     def _one(self, item: Utterance, dim: int) -> Result:
+        clip = load_clip(item, self.silence_db)
+        if isinstance(clip, ItemError):
+            return clip
+        signal, seconds = clip
         source = item.audio if item.audio is not None else item.video
-        if source is None:
-            return ItemError("no audio or video file for this item")
-        try:
-            signal = load_audio(source, item.start, item.end, SAMPLE_RATE)
-        except AudioError as exc:
-            return ItemError(str(exc))
-        except DataError as exc:
-            return ItemError(f"{source}: {exc}")
-        seconds = len(signal) / SAMPLE_RATE
-        peak = float(np.max(np.abs(signal)))
-        if self.silence_db is not None:
-            level = 20 * math.log10(peak) if peak > 0 else -math.inf
-            if level < self.silence_db:
-                return ItemError(
-                    f"{source}: silent audio (peak {level:.1f} dBFS is below "
-                    f"silence_db {self.silence_db} dBFS)"
-                )
         try:
             frames = self._frames(signal)
         except ConfigError:
@@ -292,3 +302,18 @@ class OpenSmileExtractor:
 
 
 EXTRACTORS.register("opensmile")(OpenSmileExtractor)
+
+#: ``acoustic.encoder`` values -> the registered extractor that implements each
+ENCODERS = {"opensmile": "opensmile", "whisper": "whisper", "hf": "hf"}
+
+
+@EXTRACTORS.register("acoustic")
+def acoustic_extractor(encoder: str = "opensmile", **options: Any) -> Any:
+    """The acoustic extractor chosen by ``acoustic.encoder``: ``opensmile`` (functionals or
+    frames of an openSMILE set), ``whisper`` (Whisper's encoder) or ``hf`` (a local Hugging
+    Face audio model); the other options go to it."""
+    if encoder not in ENCODERS:
+        raise ConfigError(f"unknown acoustic encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    if encoder != "opensmile":
+        import emomatch.extract.encoders  # noqa: F401  (registers whisper and hf)
+    return EXTRACTORS.get(ENCODERS[encoder])(**options)

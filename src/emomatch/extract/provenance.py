@@ -79,6 +79,15 @@ def extractor_options(
         )
         if not str(settings.get("model", "")).startswith(DEFAULT_MODEL_PACKAGE + "=="):
             needs.append("model")
+    elif name in ("whisper", "hf"):
+        from emomatch.extract.encoders import WHISPER_PACKAGE
+
+        options.update(layer=settings.get("layer"), pooling=settings.get("pooling"))
+        if recorded.get("kind") == "sequence":
+            options.update(stride=settings.get("stride"), max_frames=max_len)
+        # the weights' hash in the record tells whether a given folder is the same model
+        if not str(settings.get("model", "")).startswith(WHISPER_PACKAGE + "=="):
+            needs.append("model")
     elif name == "imported":
         # `emomatch import`: made outside emomatch, so only the same features can be scored
         raise DataError(
@@ -91,7 +100,8 @@ def extractor_options(
     else:
         raise DataError(
             f"{modality} features were made by {name or 'an unnamed extractor'!r}, which cannot "
-            "be run on media (only opensmile, faces and transformer can; a model trained on "
+            "be run on media (only opensmile, whisper, hf, faces and transformer can; a model "
+            "trained on "
             "synthetic features predicts from features only)"
         )
     return name, {k: v for k, v in options.items() if v is not None}, needs
@@ -124,7 +134,7 @@ def rebuild_extractors(
                 f"{m} features were made with a file that does not travel with the model "
                 f"({named}); give it as {asked}"
             )
-        if device != "cpu" and name in ("faces", "transformer"):
+        if device != "cpu" and name in ("faces", "transformer", "whisper", "hf"):
             opts["device"] = device
         opts.update(given)
         try:

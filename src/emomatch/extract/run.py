@@ -47,7 +47,7 @@ from emomatch.store import StoreWriter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTRACTORS = {"acoustic": "opensmile", "visual": "faces", "lexical": "transformer"}
+DEFAULT_EXTRACTORS = {"acoustic": "acoustic", "visual": "faces", "lexical": "transformer"}
 FOLD_COLUMN = re.compile(r"^fold_\d+$")
 ERRORS_FILE = "errors.jsonl"
 
@@ -55,6 +55,7 @@ ERRORS_FILE = "errors.jsonl"
 def load_builtin_extractors() -> None:
     """Importing the modules registers their extractors."""
     import emomatch.extract.acoustic  # noqa: F401
+    import emomatch.extract.encoders  # noqa: F401
     import emomatch.extract.lexical  # noqa: F401
     import emomatch.extract.visual  # noqa: F401
 
