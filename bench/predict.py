@@ -91,7 +91,7 @@ def throughput(
         rates.append(matmul_flops_per_s(matmul_n, reps=3))
     batch_s = statistics.median(times)
     rate, matmul = flops / batch_s, statistics.median(rates)
-    params = sum(p.numel() for p in predictor._members[0][0].parameters())
+    params = sum(p.numel() for p in predictor.ensemble.members[0][0].parameters())
     print(f"{name} dims {dict(shapes)}: {params / 1e6:.2f} M parameters (decoders unused)")
     print(
         f"  batch {batch}: {flops / batch / 1e9:.3f} GFLOP per utterance, median "

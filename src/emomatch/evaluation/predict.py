@@ -13,6 +13,7 @@ import torch
 from emomatch.data import EvalBatches, FeatureBatches, Split, check_finite, select_split
 from emomatch.errors import DataError, EmomatchError
 from emomatch.metrics import classification_metrics
+from emomatch.model.ensemble import mean_probabilities
 from emomatch.rundir import RunFolder
 from emomatch.safeload import read_checkpoint
 from emomatch.store import FeatureStore
@@ -52,10 +53,8 @@ def predict_split(module: EmoMatchModule, split: Split, batch_size: int = 256) -
     with torch.no_grad():
         for key in EvalBatches(len(split), batch_size):
             part = batches[key]["labeled"]
-            part["inputs"] = {
-                m: (x.to(device), n.to(device)) for m, (x, n) in part["inputs"].items()
-            }
-            probs.append(torch.softmax(module(part).float(), dim=1).cpu())
+            inputs = {m: (x.to(device), n.to(device)) for m, (x, n) in part["inputs"].items()}
+            probs.append(mean_probabilities([(module.model, module.normalizer)], inputs).cpu())
     return torch.cat(probs).numpy()
 
 
