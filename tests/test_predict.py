@@ -110,8 +110,10 @@ def test_manifest_is_batched_and_equals_clip_by_clip(media, predictor) -> None:
 
 def test_windows_over_a_recording(media, predictor) -> None:
     assert Predictor.windows(13.0, 5.0) == [(0.0, 5.0), (5.0, 10.0), (10.0, 13.0)]
-    # a last stub under half a window says too little to keep
-    assert Predictor.windows(12.0, 5.0) == [(0.0, 5.0), (5.0, 10.0)]
+    # the windows cover the whole recording: a short last window is kept, a stub too short to
+    # extract joins the window before it
+    assert Predictor.windows(12.0, 5.0) == [(0.0, 5.0), (5.0, 10.0), (10.0, 12.0)]
+    assert Predictor.windows(10.1, 5.0) == [(0.0, 5.0), (5.0, 10.1)]
     assert Predictor.windows(3.0, 5.0) == [(0.0, 3.0)]
     assert Predictor.windows(6.0, 4.0, hop=2.0) == [(0.0, 4.0), (2.0, 6.0), (4.0, 6.0)]
     audio = media["manifest"].parent / _row(media, "train_00000").audio

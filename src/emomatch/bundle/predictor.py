@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 #: utterances extracted and classified together
 DEFAULT_BATCH = 16
-#: a window shorter than this share of ``width`` at the end of a recording is left out (too
-#: little signal to say anything), unless it is the only one
-_LAST_WINDOW_SHARE = 0.5
+#: seconds of the shortest window worth extracting: a stub this short at the end of a recording
+#: joins the window before it, so that the windows still cover the whole recording
+MIN_WINDOW_SECONDS = 0.2
 
 #: a timed transcript: (start, end, text) per segment, seconds
 TimedText = Sequence[tuple[float, float, str]]
@@ -226,7 +226,9 @@ class Predictor:
     def windows(
         duration: float, width: float, hop: float | None = None
     ) -> list[tuple[float, float]]:
-        """(start, end) of the windows over ``duration`` seconds."""
+        """(start, end) of the windows over ``duration`` seconds: every ``hop`` seconds one of
+        ``width`` seconds, the last one cut at the end of the recording, so that every second
+        is scored (a last stub under :data:`MIN_WINDOW_SECONDS` joins the window before it)."""
         hop = width if hop is None else hop
         if not (width > 0 and hop > 0 and math.isfinite(width) and math.isfinite(hop)):
             raise DataError(f"window width and hop must be positive seconds, got {width}, {hop}")
@@ -234,7 +236,8 @@ class Predictor:
         start = 0.0
         while start < duration:
             end = min(start + width, duration)
-            if out and end - start < _LAST_WINDOW_SHARE * width:
+            if out and end - start < MIN_WINDOW_SECONDS:
+                out[-1] = (out[-1][0], round(duration, 3))
                 break
             out.append((round(start, 3), round(end, 3)))
             start += hop
