@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emomatch.domain import __version__
 from emomatch.errors import DataError, EmomatchError
+from emomatch.serve.docs import add_offline_docs
 from emomatch.serve.pool import PoolFull, PredictionPool
 from emomatch.serve.probe import (
     ClipInfo,
@@ -300,7 +301,10 @@ def create_app(
             f"model bundle. Classes: {', '.join(labels)}. Modalities: {', '.join(modalities)}."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)
     static = resources.files("emomatch.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     busy_headers = {"Retry-After": str(settings.retry_after_s)}
