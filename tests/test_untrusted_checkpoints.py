@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from emomatch.cli import app
 from emomatch.safeload import CheckpointError, read_checkpoint
-from tests.conftest import make_config
+from tests.support.builders import make_config
 
 runner = CliRunner()
 
