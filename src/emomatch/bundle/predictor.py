@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 #: utterances extracted and classified together
 DEFAULT_BATCH = 16
+#: narrowest window of emotion over time, seconds: shorter ones hold no syllable and no facial
+#: movement (the service's shortest clip), and an hour cut that fine is millions of windows
+MIN_WINDOW_SECONDS = 0.2
 #: a window shorter than this share of ``width`` at the end of a recording is left out (too
 #: little signal to say anything), unless it is the only one
 _LAST_WINDOW_SHARE = 0.5
@@ -462,6 +465,11 @@ class Predictor:
         source = audio if audio is not None else video
         if source is None:
             raise DataError("windows need a recording: give a video or an audio file")
+        if not width >= MIN_WINDOW_SECONDS or (hop is not None and not hop >= MIN_WINDOW_SECONDS):
+            raise DataError(
+                f"windows of {width:g} s every {hop if hop is not None else width:g} s: both "
+                f"must be at least {MIN_WINDOW_SECONDS:g} s"
+            )
         source = Path(source)
         if not source.is_file():
             raise DataError(f"{source}: file missing")
