@@ -748,6 +748,12 @@ def serve(
     segment_seconds: Annotated[
         float, typer.Option(help="longer clips also get emotion over time in windows this wide")
     ] = 5.0,
+    max_uploads: Annotated[int, typer.Option(help="uploads received at once (more get 503)")] = 32,
+    max_connections: Annotated[int, typer.Option(help="open connections (more get 503)")] = 256,
+    read_timeout: Annotated[
+        float,
+        typer.Option(help="seconds a request's headers, or a pause in its upload, may take"),
+    ] = 20.0,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     transcribe: Annotated[
         bool | None,
@@ -768,6 +774,9 @@ def serve(
             max_seconds=max_seconds,
             queue=queue,
             segment_seconds=segment_seconds,
+            max_uploads=max_uploads,
+            max_connections=max_connections,
+            read_timeout_s=read_timeout,
         )
         run_server(bundle, host, port, workers, settings, device=device, transcribe=transcribe)
     except EmomatchError as exc:

@@ -55,8 +55,11 @@ def host_allowed(value: bytes | None, port: int | None) -> bool:
         return True
     text = value.decode("latin-1").strip().lower()
     for name in _LOCAL_NAMES:
-        if text == name or (port is not None and text == f"{name}:{port}"):
+        if text == name:
             return True
+        given = text.removeprefix(f"{name}:")
+        if given != text and given.isdigit() and (not port or int(given) == port):
+            return True  # port 0 or unknown: the OS chose it, any is this service's
     return False
 
 

@@ -179,8 +179,12 @@ def probe_clip(
             f"(at least {MIN_SECONDS * 1000:.0f} ms)"
         )
     if seconds > max_seconds:
-        raise UnusableClip(
-            f"clip {shown}: {seconds:.1f} s is longer than this service's limit of "
-            f"{max_seconds:g} s; cut it into shorter clips"
-        )
+        if header_seconds >= seconds:
+            said = f"{seconds:.1f} s is longer than this service's limit of {max_seconds:g} s"
+        else:  # counted up to the limit only, against a header that says less
+            said = (
+                f"longer than this service's limit of {max_seconds:g} s (its header says "
+                f"{header_seconds:.1f} s)"
+            )
+        raise UnusableClip(f"clip {shown}: {said}; cut it into shorter clips")
     return ClipInfo(has_audio=bool(audio), has_video=bool(video), seconds=seconds)
