@@ -26,6 +26,40 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _check_outputs(outputs: list[Path | None], reads: list[Path | None]) -> None:
+    """Refuse an output file that is one of the command's inputs (or lies inside an input
+    folder, a bundle's), or whose folder does not exist: found before any work is done."""
+    for out in outputs:
+        if out is None:
+            continue
+        target = out.resolve()
+        if not target.parent.is_dir():
+            raise EmomatchError(f"cannot write {out}: the folder {out.parent} does not exist")
+        if target.is_dir():
+            raise EmomatchError(f"cannot write {out}: it is a folder; give a file name")
+        for given in reads:
+            if given is None:
+                continue
+            source = given.resolve()
+            if target == source or source in target.parents:
+                raise EmomatchError(
+                    f"{out} is one of this command's inputs ({given}); writing it would destroy "
+                    "it: choose another file"
+                )
+
+
+def _first_problem(errors_file: Path) -> str:
+    """The first reason in an extraction's errors.jsonl, for a one-line summary."""
+    import json
+
+    try:
+        with open(errors_file, encoding="utf-8") as fh:
+            first = json.loads(fh.readline())
+        return f"the first: {first.get('id')}: {first.get('reason')}"
+    except (OSError, ValueError, AttributeError):
+        return "see the errors file"
+
+
 def _scores(m: dict) -> str:
     return (
         f"({m['split']}): WAP {100 * m['wap']:.1f}  UA {100 * m['ua']:.1f}  "
@@ -299,6 +333,14 @@ def extract(
     finally:
         held.close()
     typer.echo(str(summary))
+    if summary.done == 0 and summary.skipped == 0 and summary.failed > 0:
+        _fail(
+            EmomatchError(
+                f"none of the {summary.failed} item(s) of {manifest} could be extracted "
+                f"({_first_problem(summary.errors_file)}); every reason is in "
+                f"{summary.errors_file}"
+            )
+        )
 
 
 @app.command("import")
@@ -492,13 +534,26 @@ def export(
     settings of the training features, metrics and a model card (README.md). A run trained
     with --seeds N becomes an ensemble of its N members."""
     _setup_logging()
+    import signal
+
     from emomatch.bundle import export_bundle
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the temporary files' clean-up
+
+    # SIGTERM (a scheduler's stop, `kill`) would end the process where it stands, leaving a
+    # temporary archive and a bundle folder without its archive that blocks the rerun.
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         written = export_bundle(run, out, archive=archive, store=store)
     except EmomatchError as exc:
         _fail(exc)
         return
+    except KeyboardInterrupt:
+        typer.echo(f"error: interrupted; nothing of {out} was kept: run it again", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(" and ".join(str(p) for p in written.values()))
 
 
@@ -558,15 +613,20 @@ def predict(
         plot_over_time,
         predict_inputs,
     )
-    from emomatch.files import atomic_write_text
+    from emomatch.bundle.predictor import MIN_WINDOW_SECONDS
+    from emomatch.errors import WriteError
+    from emomatch.files import atomic_write_text, describe_os_error
 
     # faster-whisper logs every window it decodes
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     try:
         if fmt not in ("csv", "json", "jsonl"):
             raise EmomatchError(f"--format must be csv, json or jsonl, got {fmt!r}")
-        if segments is not None and segments <= 0:
-            raise EmomatchError(f"--segments must be a positive number of seconds, got {segments}")
+        if segments is not None and not segments >= MIN_WINDOW_SECONDS:
+            raise EmomatchError(
+                f"--segments must be at least {MIN_WINDOW_SECONDS:g} seconds, got {segments}"
+            )
+        _check_outputs([out, plot], [bundle, *(inputs or []), transcripts])
         found = gather_inputs(list(inputs or []), text, transcripts, segments)
         for problem in found.problems[:20]:
             typer.echo(f"  {problem}", err=True)
@@ -580,7 +640,10 @@ def predict(
         predictions = predict_inputs(predictor, found, text, transcripts, segments, progress)
         rendered = format_predictions(predictions, predictor.labels, fmt)
         if out is not None:
-            atomic_write_text(out, rendered)
+            try:
+                atomic_write_text(out, rendered)
+            except OSError as exc:
+                raise WriteError(f"cannot write {out}: {describe_os_error(exc)}") from None
         else:
             typer.echo(rendered, nl=False)
         if plot is not None:
@@ -756,6 +819,12 @@ def serve(
     segment_seconds: Annotated[
         float, typer.Option(help="longer clips also get emotion over time in windows this wide")
     ] = 5.0,
+    max_uploads: Annotated[int, typer.Option(help="uploads received at once (more get 503)")] = 32,
+    max_connections: Annotated[int, typer.Option(help="open connections (more get 503)")] = 256,
+    read_timeout: Annotated[
+        float,
+        typer.Option(help="seconds a request's headers, or a pause in its upload, may take"),
+    ] = 20.0,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     transcribe: Annotated[
         bool | None,
@@ -776,6 +845,9 @@ def serve(
             max_seconds=max_seconds,
             queue=queue,
             segment_seconds=segment_seconds,
+            max_uploads=max_uploads,
+            max_connections=max_connections,
+            read_timeout_s=read_timeout,
         )
         run_server(bundle, host, port, workers, settings, device=device, transcribe=transcribe)
     except EmomatchError as exc:

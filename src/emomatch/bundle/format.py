@@ -46,7 +46,13 @@ from pydantic import (
 
 from emomatch.domain import MODALITIES, __version__
 from emomatch.errors import DataError, EmomatchError, WriteError
-from emomatch.files import atomic_path, atomic_write_bytes, atomic_write_text, describe_os_error
+from emomatch.files import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    describe_os_error,
+    lock_holder,
+)
 from emomatch.rundir import CONFIG_FILE, METRICS_FILE, RunFolder, checkpoint_metadata
 
 BUNDLE_FORMAT = "emomatch-model-bundle"
@@ -140,6 +146,20 @@ def export_bundle(
             f"{run} holds no finished run: {missing[0]} does not exist (train it to the end, "
             "or give the run folder written by `emomatch train`)"
         )
+    writer = lock_holder(run)
+    if writer is not None and writer != os.getpid():
+        raise EmomatchError(
+            f"{run} is being trained now (pid {writer}): its checkpoints are not final; export "
+            "it when the training has finished"
+        )
+    if not folder.is_finished():
+        # written last, after the test split is scored: without it the run stopped early (or
+        # this is a copy made before the end) and its checkpoint may be any epoch's
+        raise EmomatchError(
+            f"{run} holds no finished run: {METRICS_FILE} is missing, so its training was "
+            "interrupted or is still going; finish it (`emomatch train CONFIG --out RUN "
+            "--resume`) and export then"
+        )
     members: list[dict[str, torch.Tensor]] = []
     member_meta: list[dict[str, Any]] = []
     first = None
@@ -179,7 +199,7 @@ def export_bundle(
                 f"store {source}: {m} features have shape {list(recorded)}, the run was trained "
                 f"on {list(first.shapes[m])}; give the run's own store with --store"
             )
-    metrics = folder.read_metrics() if folder.is_finished() else {}
+    metrics = folder.read_metrics()
     config = _portable_config(cfg.model_dump(mode="json"))
     meta = {
         "format": BUNDLE_FORMAT,
@@ -205,6 +225,11 @@ def export_bundle(
         atomic_write_text(tmp / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         atomic_write_text(tmp / CARD_FILE, model_card(meta, config, metrics))
         os.chmod(tmp, 0o755)
+        written = {"folder": out}
+        if archive:
+            # before the folder is in place: an export stopped at any moment leaves either
+            # nothing in the way of its rerun or the whole bundle (the archive is replaced)
+            written["archive"] = write_archive(tmp, out.parent / f"{out.name}.tar.gz", out.name)
         if out.is_dir():
             out.rmdir()  # empty (checked above): replaced in one rename
         os.rename(tmp, out)
@@ -212,27 +237,25 @@ def export_bundle(
         raise WriteError(f"cannot write the bundle {out}: {describe_os_error(exc)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    written = {"folder": out}
-    if archive:
-        written["archive"] = write_archive(out, out.parent / f"{out.name}.tar.gz")
     return written
 
 
-def write_archive(folder: str | Path, target: str | Path) -> Path:
+def write_archive(folder: str | Path, target: str | Path, name: str | None = None) -> Path:
     """The bundle folder as one ``.tar.gz`` or ``.zip`` file (by ``target``'s suffix), its
-    files under one top folder named like the bundle; written atomically."""
+    files under one top folder named ``name`` (default: the folder's); written atomically."""
     folder, target = Path(folder), Path(target)
+    top = name or folder.name
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     try:
         with atomic_path(target) as tmp:
             if target.name.endswith(".zip"):
                 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
                     for p in files:
-                        zf.write(p, f"{folder.name}/{p.relative_to(folder).as_posix()}")
+                        zf.write(p, f"{top}/{p.relative_to(folder).as_posix()}")
             else:
                 with tarfile.open(tmp, "w:gz") as tf:
                     for p in files:
-                        info = tf.gettarinfo(str(p), f"{folder.name}/{p.relative_to(folder)}")
+                        info = tf.gettarinfo(str(p), f"{top}/{p.relative_to(folder)}")
                         # owner and time of the machine it was made on are nobody's business
                         info.uid = info.gid = 0
                         info.uname = info.gname = ""

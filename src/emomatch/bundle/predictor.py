@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 
 #: utterances extracted and classified together
 DEFAULT_BATCH = 16
-#: seconds of the shortest window worth extracting: a stub this short at the end of a recording
-#: joins the window before it, so that the windows still cover the whole recording
+#: narrowest window of emotion over time, seconds: shorter ones hold no syllable and no facial
+#: movement (the service's shortest clip), and an hour cut that fine is millions of windows; a
+#: stub this short at the end of a recording joins the window before it, so that the windows
+#: still cover the whole recording
 MIN_WINDOW_SECONDS = 0.2
 
 #: a timed transcript: (start, end, text) per segment, seconds
@@ -196,6 +198,11 @@ class Predictor:
         source = audio if audio is not None else video
         if source is None:
             raise DataError("windows need a recording: give a video or an audio file")
+        if not width >= MIN_WINDOW_SECONDS or (hop is not None and not hop >= MIN_WINDOW_SECONDS):
+            raise DataError(
+                f"windows of {width:g} s every {hop if hop is not None else width:g} s: both "
+                f"must be at least {MIN_WINDOW_SECONDS:g} s"
+            )
         source = Path(source)
         if not source.is_file():
             raise DataError(f"{source}: file missing")

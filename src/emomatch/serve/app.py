@@ -2,17 +2,22 @@
 page at ``/docs``.
 
 A request is checked in order of cost: its declared size before its body is read (413), the
-clip's media type before its content is looked at (415), then a probe that opens and times the
-clip (422), and only then does it take a place in the prediction pool (503 when none is left).
+number of uploads in flight (503), the clip's media type before its content is looked at (415);
+then it takes a place in the prediction pool (503 when none is left), where a probe opens,
+measures and times the clip (422) before the predictor reads it: the probe's decoding is
+bounded by the pool like the prediction's. A body that stalls or trickles past its deadline is
+answered 408 and its connection closed; every refusal is JSON, a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -29,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from emomatch.domain import __version__
 from emomatch.errors import DataError, EmomatchError
 from emomatch.serve.docs import add_offline_docs
+from emomatch.serve.guard import host_allowed, is_loopback
 from emomatch.serve.pool import PoolFull, PredictionPool
 from emomatch.serve.probe import (
     ClipInfo,
@@ -68,6 +74,16 @@ class ServeSettings:
     max_text_chars: int = 5000
     #: what a 503 answer tells clients to wait before trying again, seconds
     retry_after_s: int = 5
+    #: a request's headers must arrive within this, and no pause in its body be longer, seconds
+    read_timeout_s: float = 20.0
+    #: a whole upload must arrive within this, seconds (50 MB in 300 s is 1.3 Mbit/s)
+    upload_timeout_s: float = 300.0
+    #: uploads being received at once; one more gets 503 (each holds up to 1 MB in memory)
+    max_uploads: int = 32
+    #: open connections; one more gets 503 at once
+    max_connections: int = 256
+    #: largest video frame a clip may have, pixels (4096 x 4096); a larger one gets 422
+    max_frame_pixels: int = 4096 * 4096
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +99,12 @@ class ServeSettings:
             problems.append(f"max_text_chars must be at least 1, got {self.max_text_chars}")
         if self.retry_after_s < 1:
             problems.append(f"retry_after_s must be at least 1, got {self.retry_after_s}")
+        for name in ("read_timeout_s", "upload_timeout_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_uploads", "max_connections", "max_frame_pixels"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if problems:
             raise EmomatchError("serve settings: " + "; ".join(problems))
 
@@ -133,16 +155,52 @@ def _segment(prediction: PredictionLike, named: Callable[[str], str]) -> Segment
     )
 
 
-class UploadGate:
-    """ASGI middleware in front of ``POST /predict``: a body over the limit or a full pool is
-    answered before the upload is parsed, and a body that grows past the limit while it
-    streams (no or a false Content-Length) is cut off and answered 413."""
+class HostCheck:
+    """ASGI middleware of a service listening on the loopback address only: a request whose
+    ``Host`` names another machine came through DNS rebinding (a web page whose name now
+    points at 127.0.0.1) and is answered 421."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, pool: PredictionPool[Any], retry: int):
+    def __init__(self, app: ASGIApp, port: int | None) -> None:
+        self.app = app
+        self.port = port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not host_allowed(
+            dict(scope["headers"]).get(b"host"), self.port
+        ):
+            await UploadGate._send_json(
+                send, 421, "this service answers requests for localhost only"
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class UploadGate:
+    """ASGI middleware in front of ``POST /predict``: a body over the limit, too many uploads
+    in flight or a full pool are answered before the upload is parsed; a body that grows past
+    the limit while it streams (no or a false Content-Length) is cut off and answered 413, one
+    that stalls (no part for ``read_timeout`` s) or trickles (not whole after ``upload_timeout``
+    s) is answered 408. Every such answer closes the connection."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        pool: PredictionPool[Any],
+        retry: int,
+        max_uploads: int = 32,
+        read_timeout: float = 20.0,
+        upload_timeout: float = 300.0,
+    ):
         self.app = app
         self.max_bytes = max_bytes
         self.pool = pool
         self.retry = retry
+        self.max_uploads = max_uploads
+        self.read_timeout = read_timeout
+        self.upload_timeout = upload_timeout
+        #: uploads whose body is being received now (one event loop: no lock needed)
+        self.receiving = 0
 
     def _too_large(self) -> str:
         return (
@@ -163,21 +221,54 @@ class UploadGate:
                 receive, send, 503, "the service is busy; try again shortly", self.retry
             )
             return
+        if self.receiving >= self.max_uploads:
+            await self._refuse(
+                receive,
+                send,
+                503,
+                f"{self.max_uploads} uploads are being received already; try again shortly",
+                self.retry,
+            )
+            return
+        self.receiving += 1
+        receiving = True
         received = 0
-        over = False
+        cut: tuple[int, str] | None = None  # the answer a cut-off body gets
+        deadline = time.monotonic() + self.upload_timeout
+
+        def done_receiving() -> None:
+            nonlocal receiving
+            if receiving:
+                receiving = False
+                self.receiving -= 1
 
         async def limited() -> Message:
-            nonlocal received, over
-            if over:
+            nonlocal received, cut
+            if cut is not None:
                 return {"type": "http.request", "body": b"", "more_body": False}
-            message = await receive()
+            wait = min(self.read_timeout, deadline - time.monotonic())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(wait, 0.0))
+            except TimeoutError:
+                done_receiving()
+                stalled = wait >= self.read_timeout
+                cut = (
+                    408,
+                    f"no part of the upload came for {self.read_timeout:g} s"
+                    if stalled
+                    else f"the upload did not arrive whole within {self.upload_timeout:g} s",
+                )
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done_receiving()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    over = True
+                    cut = (413, self._too_large())
                     scope[_OVERSIZE] = True
                     if message.get("more_body", False):
                         await self._drain(receive)
+                    done_receiving()
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
@@ -185,22 +276,30 @@ class UploadGate:
 
         async def guarded(message: Message) -> None:
             nonlocal replaced
-            if not over:
+            if cut is None:
                 await send(message)
                 return
             # The app answered a cut-off body (a parse error, most likely): say what happened.
             if message["type"] == "http.response.start" and not replaced:
                 replaced = True
-                await self._send_json(send, 413, self._too_large())
+                await self._send_json(send, cut[0], cut[1])
 
-        await self.app(scope, limited, guarded)
+        try:
+            await self.app(scope, limited, guarded)
+        finally:
+            done_receiving()
 
     async def _drain(self, receive: Receive) -> None:
-        # Reading the rest keeps the connection usable for the answer; past a generous cap the
-        # client is not worth listening to and the server will close the connection.
+        # Reading the rest keeps the connection usable for the answer (a client still sending
+        # may not see an answer to a connection closed on it); a client that sends too much
+        # or too slowly is not worth listening to, and its connection is closed.
         discarded = 0
+        deadline = time.monotonic() + min(self.read_timeout, 5.0)
         while discarded <= 16 * self.max_bytes:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except TimeoutError:
+                return
             if message["type"] != "http.request":
                 return
             discarded += len(message.get("body", b""))
@@ -219,6 +318,8 @@ class UploadGate:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            # the request may not have been read whole: the connection cannot carry another
+            (b"connection", b"close"),
         ]
         if retry is not None:
             headers.append((b"retry-after", str(retry).encode()))
@@ -273,10 +374,14 @@ def _inputs(
 
 
 def create_app(
-    predictors: Sequence[PredictorLike], settings: ServeSettings | None = None
+    predictors: Sequence[PredictorLike],
+    settings: ServeSettings | None = None,
+    host: str | None = None,
+    port: int | None = None,
 ) -> FastAPI:
     """The service over ``predictors`` (one per worker thread, all loaded from the same
-    bundle; none is shared between threads)."""
+    bundle; none is shared between threads). ``host`` and ``port``: where it listens; on the
+    loopback address it answers requests for localhost only."""
     settings = settings or ServeSettings()
     if not predictors:
         raise EmomatchError("the service needs at least one loaded predictor")
@@ -365,25 +470,17 @@ def create_app(
         if clip is None and text is None:
             raise HTTPException(422, "send a clip (form field 'clip'), a 'text', or both")
         path: Path | None = None
-        info: ClipInfo | None = None
-        try:
-            if clip is not None:
-                try:
-                    kind = check_media_type(clip.content_type, clip.filename)
-                except UnsupportedMediaType as exc:
-                    raise HTTPException(415, str(exc)) from None
-                path = await run_in_threadpool(_save_upload, clip, kind)
-                info = await run_in_threadpool(
-                    probe_clip, path, settings.max_seconds, clip.filename or "upload"
-                )
-            kwargs = _inputs(modalities, info, path, text)
-        except UnusableClip as exc:
-            _remove(path)
-            raise HTTPException(422, str(exc)) from None
-        except BaseException:
-            _remove(path)
-            raise
-        long_clip = info is not None and info.seconds > settings.segment_seconds
+        if clip is not None:
+            try:
+                kind = check_media_type(clip.content_type, clip.filename)
+            except UnsupportedMediaType as exc:
+                raise HTTPException(415, str(exc)) from None
+            path = await run_in_threadpool(_save_upload, clip, kind)
+        else:
+            try:
+                _inputs(modalities, None, None, text)
+            except UnusableClip as exc:
+                raise HTTPException(422, str(exc)) from None
         shown = (clip.filename if clip is not None else None) or "upload"
 
         def named(message: str) -> str:
@@ -391,6 +488,15 @@ def create_app(
             return message.replace(str(path), shown) if path is not None else message
 
         def work(predictor: PredictorLike) -> PredictionOut:
+            # The probe decodes (a first frame, every packet's time): it runs here, in the
+            # bounded pool, so that no number of uploads decodes more at once than it admits.
+            info: ClipInfo | None = None
+            if path is not None:
+                info = probe_clip(
+                    path, settings.max_seconds, shown, max_pixels=settings.max_frame_pixels
+                )
+            kwargs = _inputs(modalities, info, path, text)
+            long_clip = info is not None and info.seconds > settings.segment_seconds
             whole = predictor.predict(**kwargs)
             if whole.label is None:
                 reasons = "; ".join(f"{m}: {r}" for m, r in whole.missing.items())
@@ -414,6 +520,8 @@ def create_app(
         except PoolFull as exc:
             _remove(path)
             raise HTTPException(503, f"{exc}; try again shortly", headers=busy_headers) from None
+        except UnusableClip as exc:
+            raise HTTPException(422, str(exc)) from None
         except EmomatchError as exc:
             raise HTTPException(422, named(str(exc))) from None
 
@@ -423,7 +531,12 @@ def create_app(
         max_bytes=settings.max_upload_bytes,
         pool=pool,
         retry=settings.retry_after_s,
+        max_uploads=settings.max_uploads,
+        read_timeout=settings.read_timeout_s,
+        upload_timeout=settings.upload_timeout_s,
     )
+    if host is not None and is_loopback(host):
+        app.add_middleware(HostCheck, port=port)
     app.state.settings = asdict(settings)
     return app
 

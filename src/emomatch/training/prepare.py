@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +24,8 @@ from emomatch.data import (
     select_split,
 )
 from emomatch.data.splits import subsample_pool, training_and_rest
+from emomatch.errors import DataError
+from emomatch.files import lock_holder
 from emomatch.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -84,11 +88,25 @@ def labeled_batch_size(n: int, batch_size: int, min_steps: int) -> int:
     return max(2, min(batch_size, -(-n // min_steps)))
 
 
+def _refuse_store_being_written(path: Path) -> None:
+    """A store another process is writing (``emomatch extract`` still running) holds only the
+    parts finished so far: a run trained on it would score a partial test split."""
+    holder = lock_holder(path)
+    if holder is not None and holder != os.getpid():
+        raise DataError(
+            f"store {path} is being written now by another emomatch process (pid {holder}, "
+            "e.g. `emomatch extract`); wait for it to finish, then train"
+        )
+
+
 def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
     """Open the store(s), check shapes, splits, labels and values, fit z-normalization on the
     training split. Reads train, validation and unlabeled rows only."""
     d = cfg.data
     mods = d.modalities
+    for path in (d.store, d.unlabeled_store):
+        if path is not None:
+            _refuse_store_being_written(Path(path))
     store = FeatureStore(d.store)
     shapes = check_shapes(store, mods, d.expect_shapes)
     train, rest = training_and_rest(store, d)
