@@ -298,3 +298,15 @@ def test_extract_cli_store_equals_what_the_predictor_computes(models, tmp_path) 
         {"acoustic": fs.fetch("acoustic", at)}, {"acoustic": fs.lengths("acoustic", at)}
     )[0]
     np.testing.assert_allclose([got.probabilities[c] for c in predictor.labels], stored, atol=2e-4)
+
+
+def test_whisper_stops_at_the_layer_it_needs(models, clip) -> None:
+    full = SpeechEncoderExtractor("whisper", model=models["whisper"], layer=-2)
+    cut = SpeechEncoderExtractor("whisper", model=models["whisper"], layer=1)
+    states = cut._load().hidden_states(voiced(1.0), upto=1)
+    assert len(states) == 2
+    np.testing.assert_allclose(
+        features(cut, Utterance("a", clip)).array,
+        features(full, Utterance("a", clip)).array,
+        atol=1e-6,
+    )

@@ -191,7 +191,8 @@ class _Backbone:
 
     frame_rate: float
 
-    def hidden_states(self, signal: np.ndarray) -> list[Any]:
+    def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
+        """At least entries 0..``upto`` (all of them when None)."""
         raise NotImplementedError
 
 
@@ -204,9 +205,11 @@ class _WhisperBackbone(_Backbone):
         self.features = WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins)
         self.frame_rate = SAMPLE_RATE / _HOP / 2
 
-    def _encode(self, mel: Any) -> list[Any]:
+    def _encode(self, mel: Any, upto: int | None = None) -> list[Any]:
         """Whisper's encoder on (1, mels, frames) with frames <= 3000: the library's forward
-        insists on 3000 frames, so its parts run here with the positions cut to the input."""
+        insists on 3000 frames, so its parts run here with the positions cut to the input.
+        With ``upto``, the layers above it are not run (the middle layer costs half the
+        encoder)."""
         import torch
         from torch.nn import functional
 
@@ -216,14 +219,16 @@ class _WhisperBackbone(_Backbone):
             x = functional.gelu(enc.conv2(x)).permute(0, 2, 1)
             x = x + enc.embed_positions.weight[: x.shape[1]]
             states = [x]
-            for layer in enc.layers:
+            layers = enc.layers if upto is None else enc.layers[:upto]
+            for layer in layers:
                 x = layer(x, None)
                 x = x[0] if isinstance(x, tuple) else x
                 states.append(x)
-            states[-1] = enc.layer_norm(x)
+            if len(states) == len(enc.layers) + 1:
+                states[-1] = enc.layer_norm(x)
         return [s[0] for s in states]
 
-    def hidden_states(self, signal: np.ndarray) -> list[Any]:
+    def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
         import torch
 
         mel = self.features(
@@ -237,7 +242,7 @@ class _WhisperBackbone(_Backbone):
         frames = max(2, mel.shape[-1] - mel.shape[-1] % 2)
         mel = torch.from_numpy(np.ascontiguousarray(mel[..., :frames])).to(self.device)
         pieces = [
-            self._encode(mel[..., start : start + _WHISPER_MEL_FRAMES])
+            self._encode(mel[..., start : start + _WHISPER_MEL_FRAMES], upto)
             for start in range(0, frames, _WHISPER_MEL_FRAMES)
         ]
         return [torch.cat([p[i] for p in pieces]) for i in range(len(pieces[0]))]
@@ -259,7 +264,7 @@ class _HFBackbone(_Backbone):
         ratio = int(np.prod(getattr(self.model.config, "conv_stride", [320])))
         self.frame_rate = SAMPLE_RATE / ratio
 
-    def hidden_states(self, signal: np.ndarray) -> list[Any]:
+    def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
         import torch
 
         inputs = self.features(signal, sampling_rate=SAMPLE_RATE, return_tensors="pt")
@@ -446,7 +451,8 @@ class SpeechEncoderExtractor:
         """The pooled features of one 16 kHz mono signal and their valid length."""
         import torch
 
-        states = self._load().hidden_states(signal)
+        top = None if self.layer == "mean" or int(self.layer) < 0 else int(self.layer)
+        states = self._load().hidden_states(signal, top)
         if self.layer == "mean":
             frames = torch.stack(states[1:]).mean(0)
         else:
