@@ -323,3 +323,39 @@ def test_ct2_shapes_are_read_without_the_weights() -> None:
     _, arrays = read_ct2_model(folder / "model.bin")
     assert spec == "WhisperSpec"
     assert {k: a.shape for k, a in arrays.items() if k in shapes} == shapes
+
+
+def test_visual_hf_image_model_encodes_faces_and_travels_by_provenance(tmp_path) -> None:
+    from transformers import AutoModel, ViTConfig, ViTImageProcessor, ViTModel
+
+    from emomatch.extract.visual import FaceExtractor
+
+    torch.manual_seed(0)
+    folder = tmp_path / "vit"
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    ViTModel(config).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    ex = FaceExtractor(detector="none", encoder="hf", model=folder)
+    faces = np.random.default_rng(0).integers(0, 255, size=(3, 64, 64), dtype=np.uint8)
+    got = ex.encoder.encode(faces)
+    processor = ViTImageProcessor.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    rgb = [np.repeat(f[..., None], 3, axis=-1) for f in faces]
+    with torch.no_grad():
+        want = model(pixel_values=processor(images=rgb, return_tensors="pt")["pixel_values"])
+    np.testing.assert_allclose(got, want.pooler_output.numpy(), atol=1e-5)
+    recorded = asdict(ex.spec())
+    assert recorded["dim"] == 16 and recorded["extractor"]["encoder"] == "hf"
+    with pytest.raises(DataError, match=r"visual\.model=PATH"):
+        rebuild_extractors({"visual": recorded})
+    built = rebuild_extractors({"visual": recorded}, {"visual": {"model": folder}})
+    assert asdict(built["visual"].spec()) == recorded
+    with pytest.raises(DataError, match="needs visual.model"):
+        FaceExtractor(encoder="hf")
