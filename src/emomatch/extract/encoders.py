@@ -338,6 +338,9 @@ class SpeechEncoderExtractor:
                 f"{self.num_layers} layers (0..{self.num_layers}, 0 = embeddings, negative from "
                 "the top, 'middle' or 'mean')"
             )
+        if isinstance(layer, int) and layer < 0:
+            # one name per layer in the record: -1 and the last index are the same features
+            layer += self.num_layers + 1
         self.layer = layer
         if pooling not in POOLINGS:
             raise ConfigError(
@@ -451,7 +454,7 @@ class SpeechEncoderExtractor:
         """The pooled features of one 16 kHz mono signal and their valid length."""
         import torch
 
-        top = None if self.layer == "mean" or int(self.layer) < 0 else int(self.layer)
+        top = None if self.layer == "mean" else int(self.layer)
         states = self._load().hidden_states(signal, top)
         if self.layer == "mean":
             frames = torch.stack(states[1:]).mean(0)
