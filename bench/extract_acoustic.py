@@ -171,15 +171,15 @@ def whisper_bench(wavs: list[Path], threads: int) -> None:
         backbone._encode(torch.from_numpy(mel))
     torch_single = time.perf_counter() - started
     print(f"{len(wavs)} files, {media:.1f} s of audio, {threads} thread(s), failed {failed}")
-    print(f"{'way':62s} {'seconds':>8s} {'real-time factor':>17s}")
+    print(f"{'way':64s} {'seconds':>8s} {'real-time factor':>17s}")
     for name, seconds in (
-        ("emomatch whisper extractor (decode + mel + encoder, 1 clip)", ours),
-        ("CTranslate2 encode, 30-s window (16 files, scaled)", padded),
-        ("CTranslate2 encode, own frames, batches of 8 (encoder only)", ct2_short),
-        ("PyTorch WhisperEncoder, own frames, 1 clip (encoder only)", torch_single),
-        ("PyTorch WhisperEncoder, own frames, batches of 8 (encoder only)", torch_batched),
+        ("emomatch whisper extractor (decode, mel, layers 1-2, 1 clip)", ours),
+        ("CTranslate2 encode, 30-s window, all layers (16 files, scaled)", padded),
+        ("CTranslate2 encode, own frames, all layers, batches of 8", ct2_short),
+        ("PyTorch WhisperEncoder, own frames, all layers, 1 clip", torch_single),
+        ("PyTorch WhisperEncoder, own frames, all layers, batches of 8", torch_batched),
     ):
-        print(f"{name:62s} {seconds:8.2f} {media / seconds:17.1f}")
+        print(f"{name:64s} {seconds:8.2f} {media / seconds:17.1f}")
     print(f"whisper_realtime_factor: {media / ours:.1f}")
 
 
