@@ -22,7 +22,8 @@ File names are ``SSTTTEV.wav``: SS speaker, E emotion letter.
       names (``--protocol``); ``--seeds N`` trains N seeds per fold and scores the mean of
       their probabilities (the ensemble) beside the per-seed mean.
 
-UA = mean per-class recall, WA = accuracy, each averaged over held-out speakers. Without
+UA = mean per-class recall, WA = accuracy, each averaged over held-out speakers. ``--seeds 0``
+scores the SVMs only (seconds: how the layers were compared). Without
 ``--encoder`` every offline encoder is measured (opensmile and whisper). Last lines, on the
 7-class view: ``emodb_loso_ua_best_encoder: <emomatch ensemble UA of the best encoder>`` (target
 0.78) and ``emodb_loso_vs_svm_same_features: <that / linear SVM UA on the same features>``
@@ -256,6 +257,11 @@ def run_view(
     results: dict[str, Any] = {}
     for key, kernel in (("svm_linear", "linear"), ("svm_rbf", "rbf")):
         results[key] = svm_loso(df, x, kernel, classes)
+    if args.seeds == 0:
+        for key in ("svm_linear", "svm_rbf"):
+            r = results[key]
+            print(f"{key:12s} UA {r['ua']:.3f} ± {r['ua_std']:.3f}  WA {r['wa']:.3f}")
+        return results
     tag = "-".join([view, args.protocol, *(s.replace("=", "_") for s in args.set)])
     work = root / tag.replace("/", "_")
     store = work / "store"
@@ -312,7 +318,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="folder of EmoDB WAVs")
     parser.add_argument("--work", type=Path, default=Path("runs/emodb"), help="cache and runs")
     parser.add_argument("--views", default="7,4", help="comma-separated: 7 and/or 4")
-    parser.add_argument("--seeds", type=int, default=3, help="emomatch seeds per fold")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="emomatch seeds per fold (0: the SVMs only)"
+    )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="emomatch recipe")
     parser.add_argument("--protocol", default="next", choices=["next", "next2"])
     parser.add_argument("--set", action="append", default=[], help="config override")
@@ -340,6 +348,8 @@ def main() -> None:
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
     views = args.views.split(",")
     main_view = "7" if "7" in views else views[0]
+    if args.seeds == 0:
+        return
     print(f"\n{'encoder':52s} {'emomatch UA':>12s} {'linear SVM UA':>14s}")
     for r in results.values():
         ours, svm = r[main_view]["emomatch"]["ua"], r[main_view]["svm_linear"]["ua"]

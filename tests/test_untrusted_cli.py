@@ -19,10 +19,9 @@ from typer.testing import CliRunner
 
 from emomatch.cli import app
 from emomatch.extract.mediawrite import write_wav
-from tests.conftest import make_config
-from tests.store_faults_driver import register
-from tests.test_extract_run import make_manifest
-from tests.test_store_faults import extract_args
+from tests.support.builders import make_config
+from tests.support.manifests import make_manifest
+from tests.support.store_faults_driver import extract_args, register
 
 runner = CliRunner()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from emomatch.extract import Result, Utterance
 from emomatch.extract.base import EXTRACTORS
@@ -40,3 +41,26 @@ def main() -> None:
     from emomatch.cli import main as cli_main
 
     cli_main()
+
+
+def extract_args(manifest: Path, out: Path, delay: float = 0.02, workers: int = 2) -> list[str]:
+    """The arguments of an `emomatch extract` with the slow test extractors."""
+    return [
+        "extract",
+        str(manifest),
+        "--out",
+        str(out),
+        "--modalities",
+        "acoustic,lexical",
+        "--extractor",
+        "acoustic=slow-wavstats",
+        "--extractor",
+        "lexical=hashed-words",
+        "--option",
+        f"acoustic.delay={delay}",
+        "--workers",
+        str(workers),
+        "--chunk-size",
+        "2",
+        "--no-progress",
+    ]

@@ -44,6 +44,48 @@ def _string(f: BinaryIO, path: Path) -> str:
     return _read(f, n, path).rstrip(b"\0").decode("utf-8", errors="replace")
 
 
+def _open(path: Path, f: BinaryIO) -> tuple[str, int]:
+    """Reads the header: the spec name and the variable count."""
+    version = _u(f, "I", path)
+    if version not in _SUPPORTED_VERSIONS:
+        raise DataError(
+            f"{path}: CTranslate2 model format version {version} is not supported "
+            f"(supported: {_SUPPORTED_VERSIONS.start}-{_SUPPORTED_VERSIONS.stop - 1})"
+        )
+    spec = _string(f, path)
+    _u(f, "I", path)  # the spec's revision
+    count = _u(f, "I", path)
+    if count > _MAX_VARIABLES:
+        raise DataError(f"{path}: implausible variable count {count}")
+    return spec, count
+
+
+def _variable(f: BinaryIO, path: Path, size: int) -> tuple[str, tuple[int, ...], int, int]:
+    """Reads one variable's header: name, shape, type code, byte count."""
+    name = _string(f, path)
+    rank = _u(f, "B", path)
+    shape = tuple(_u(f, "I", path) for _ in range(rank))
+    code = _u(f, "B", path)
+    nbytes = _u(f, "I", path)
+    if code not in _DTYPES or nbytes > size:
+        raise DataError(f"{path}: variable {name!r} has a bad type or size")
+    return name, shape, code, nbytes
+
+
+def read_ct2_shapes(path: str | Path) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """The spec name and every variable's shape, without reading the weights."""
+    path = Path(path)
+    size = path.stat().st_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    with path.open("rb") as f:
+        spec, count = _open(path, f)
+        for _ in range(count):
+            name, shape, _code, nbytes = _variable(f, path, size)
+            shapes[name] = shape
+            f.seek(nbytes, 1)
+    return spec, shapes
+
+
 def read_ct2_model(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
     """The spec name (e.g. ``WhisperSpec``) and every variable of a CTranslate2 model file,
     aliases resolved. Floating-point arrays are returned as float32."""
@@ -51,25 +93,9 @@ def read_ct2_model(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
     size = path.stat().st_size
     variables: dict[str, np.ndarray] = {}
     with path.open("rb") as f:
-        version = _u(f, "I", path)
-        if version not in _SUPPORTED_VERSIONS:
-            raise DataError(
-                f"{path}: CTranslate2 model format version {version} is not supported "
-                f"(supported: {_SUPPORTED_VERSIONS.start}-{_SUPPORTED_VERSIONS.stop - 1})"
-            )
-        spec = _string(f, path)
-        _u(f, "I", path)  # the spec's revision
-        count = _u(f, "I", path)
-        if count > _MAX_VARIABLES:
-            raise DataError(f"{path}: implausible variable count {count}")
+        spec, count = _open(path, f)
         for _ in range(count):
-            name = _string(f, path)
-            rank = _u(f, "B", path)
-            shape = tuple(_u(f, "I", path) for _ in range(rank))
-            code = _u(f, "B", path)
-            nbytes = _u(f, "I", path)
-            if code not in _DTYPES or nbytes > size:
-                raise DataError(f"{path}: variable {name!r} has a bad type or size")
+            name, shape, code, nbytes = _variable(f, path, size)
             raw = _read(f, nbytes, path)
             if _DTYPES[code] == "bfloat16":
                 # the upper half of a float32

@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from emomatch.errors import ConfigError
-from emomatch.extract.acoustic import load_clip
-from emomatch.extract.audio import SAMPLE_RATE
+from emomatch.extract.audio import SAMPLE_RATE, load_clip
 from emomatch.extract.base import (
     EXTRACTORS,
     Features,
@@ -191,7 +190,8 @@ class _Backbone:
 
     frame_rate: float
 
-    def hidden_states(self, signal: np.ndarray) -> list[Any]:
+    def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
+        """At least entries 0..``upto`` (all of them when None)."""
         raise NotImplementedError
 
 
@@ -204,9 +204,11 @@ class _WhisperBackbone(_Backbone):
         self.features = WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins)
         self.frame_rate = SAMPLE_RATE / _HOP / 2
 
-    def _encode(self, mel: Any) -> list[Any]:
+    def _encode(self, mel: Any, upto: int | None = None) -> list[Any]:
         """Whisper's encoder on (1, mels, frames) with frames <= 3000: the library's forward
-        insists on 3000 frames, so its parts run here with the positions cut to the input."""
+        insists on 3000 frames, so its parts run here with the positions cut to the input.
+        With ``upto``, the layers above it are not run (the middle layer costs half the
+        encoder)."""
         import torch
         from torch.nn import functional
 
@@ -216,14 +218,16 @@ class _WhisperBackbone(_Backbone):
             x = functional.gelu(enc.conv2(x)).permute(0, 2, 1)
             x = x + enc.embed_positions.weight[: x.shape[1]]
             states = [x]
-            for layer in enc.layers:
+            layers = enc.layers if upto is None else enc.layers[:upto]
+            for layer in layers:
                 x = layer(x, None)
                 x = x[0] if isinstance(x, tuple) else x
                 states.append(x)
-            states[-1] = enc.layer_norm(x)
+            if len(states) == len(enc.layers) + 1:
+                states[-1] = enc.layer_norm(x)
         return [s[0] for s in states]
 
-    def hidden_states(self, signal: np.ndarray) -> list[Any]:
+    def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
         import torch
 
         mel = self.features(
@@ -237,7 +241,7 @@ class _WhisperBackbone(_Backbone):
         frames = max(2, mel.shape[-1] - mel.shape[-1] % 2)
         mel = torch.from_numpy(np.ascontiguousarray(mel[..., :frames])).to(self.device)
         pieces = [
-            self._encode(mel[..., start : start + _WHISPER_MEL_FRAMES])
+            self._encode(mel[..., start : start + _WHISPER_MEL_FRAMES], upto)
             for start in range(0, frames, _WHISPER_MEL_FRAMES)
         ]
         return [torch.cat([p[i] for p in pieces]) for i in range(len(pieces[0]))]
@@ -259,7 +263,7 @@ class _HFBackbone(_Backbone):
         ratio = int(np.prod(getattr(self.model.config, "conv_stride", [320])))
         self.frame_rate = SAMPLE_RATE / ratio
 
-    def hidden_states(self, signal: np.ndarray) -> list[Any]:
+    def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
         import torch
 
         inputs = self.features(signal, sampling_rate=SAMPLE_RATE, return_tensors="pt")
@@ -333,6 +337,9 @@ class SpeechEncoderExtractor:
                 f"{self.num_layers} layers (0..{self.num_layers}, 0 = embeddings, negative from "
                 "the top, 'middle' or 'mean')"
             )
+        if isinstance(layer, int) and layer < 0:
+            # one name per layer in the record: -1 and the last index are the same features
+            layer += self.num_layers + 1
         self.layer = layer
         if pooling not in POOLINGS:
             raise ConfigError(
@@ -358,15 +365,15 @@ class SpeechEncoderExtractor:
         if (self.model_path / "model.bin").is_file() and not (
             config_file.is_file() and "model_type" in _read_json(config_file)
         ):
-            from emomatch.extract.ct2 import read_ct2_model
+            from emomatch.extract.ct2 import read_ct2_shapes
 
             # A CTranslate2 folder: its config.json holds decoding settings, not dims.
-            _, v = read_ct2_model(self.model_path / "model.bin")
-            if "encoder/conv1/weight" not in v:
+            _, shapes = read_ct2_shapes(self.model_path / "model.bin")
+            if "encoder/conv1/weight" not in shapes:
                 raise ConfigError(f"{self.model_path} is not a CTranslate2 Whisper model")
-            names = {k.split("/")[1] for k in v if k.startswith("encoder/layer_")} - {"layer_norm"}
+            names = {k.split("/")[1] for k in shapes if k.startswith("encoder/layer_")}
             self.model_type = "whisper"
-            return "ct2", int(v["encoder/conv1/weight"].shape[0]), len(names)
+            return "ct2", int(shapes["encoder/conv1/weight"][0]), len(names - {"layer_norm"})
         if not config_file.is_file():
             raise ConfigError(
                 f"acoustic model folder {self.model_path} has no config.json (a Hugging Face "
@@ -446,7 +453,8 @@ class SpeechEncoderExtractor:
         """The pooled features of one 16 kHz mono signal and their valid length."""
         import torch
 
-        states = self._load().hidden_states(signal)
+        top = None if self.layer == "mean" else int(self.layer)
+        states = self._load().hidden_states(signal, top)
         if self.layer == "mean":
             frames = torch.stack(states[1:]).mean(0)
         else:

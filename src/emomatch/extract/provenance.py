@@ -64,6 +64,9 @@ def extractor_options(
         encoder = settings.get("encoder")
         if encoder in ("xception", "pixels"):
             options["encoder"] = encoder
+        elif encoder == "hf":
+            options["encoder"] = encoder
+            needs.append("model")
         else:
             needs.append("encoder")
     elif name == "transformer":

