@@ -19,6 +19,7 @@ from emomatch.files import atomic_path, atomic_write_text, hold_lock
 from emomatch.rundir import BEST, TOP_PREFIX, RunFolder
 from emomatch.runtime import StreamingCheckpointIO, keep_freed_memory
 from emomatch.safeload import read_checkpoint
+from emomatch.threads import share_machine
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.persist import (
     EveryEpochCheckpoint,
@@ -35,6 +36,7 @@ RESUMABLE_CHANGES = {
     ("train", "max_epochs"),
     ("train", "progress_bar"),
     ("train", "num_workers"),
+    ("train", "threads"),
     ("train", "loggers"),
     # the same gradients either way: only memory and time differ
     ("train", "recompute"),
@@ -161,6 +163,7 @@ def _fit_locked(
     callbacks: Sequence[Callback],
 ) -> Path:
     keep_freed_memory()
+    share_machine(cfg.train.threads)
     run = RunFolder(run_dir)
     ckdir = run.checkpoint_dir
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
