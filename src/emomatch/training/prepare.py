@@ -99,6 +99,29 @@ def _refuse_store_being_written(path: Path) -> None:
         )
 
 
+def supervised_without_pool(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg``, or where it asks for the unlabelled pool of a store that has none (labelled data
+    only, no ``data.unlabeled_store``) a copy with ``loss.unlabeled: false``: the run trains
+    fully supervised and says so in one line, and its saved config says so too."""
+    d = cfg.data
+    # a pool from elsewhere: another store, or the training split's unlabelled rows
+    if not cfg.loss.unlabeled or d.unlabeled_store is not None or d.unlabeled_pool != "split":
+        return cfg
+    store = FeatureStore(d.store)
+    if d.split_field not in store.fields or len(store.select(d.split_field, d.unlabeled_split)):
+        return cfg
+    log.warning(
+        "%s has no utterance with %s == %r (no unlabelled pool): training fully supervised "
+        "(loss.unlabeled: false)",
+        store.path,
+        d.split_field,
+        d.unlabeled_split,
+    )
+    supervised = cfg.model_copy(deep=True)
+    supervised.loss.unlabeled = False
+    return supervised
+
+
 def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
     """Open the store(s), check shapes, splits, labels and values, fit z-normalization on the
     training split. Reads train, validation and unlabeled rows only."""
