@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from emomatch.corpora.manifest import read_manifest, resolve_media, validate_manifest
+from emomatch.corpora.record import read_corpus_record
 from emomatch.domain import MODALITIES
 from emomatch.errors import DataError, WorkerError, WriteError
 from emomatch.extract.base import (
@@ -327,7 +328,12 @@ def run_extraction(
         classes=classes,
         modalities={m: ex.spec() for m, ex in extractors.items()},
         fields=fields,
-        info={"manifest": str(Path(manifest).resolve())},
+        info={
+            "manifest": str(Path(manifest).resolve()),
+            # what the clips are (name, generated or real, language), for the models trained
+            # on these features to say
+            "corpus": read_corpus_record(manifest),
+        },
     ) as writer:
         errors = ErrorReport(errors_path)
         # Closed by hand: a close that fails (its last flush on a full disk) must not replace
