@@ -63,7 +63,7 @@ def synthetic_warning(meta: Mapping[str, Any]) -> str | None:
         return None
     return (
         f"this model was trained on synthetic data only ({record.get('name')}): its predictions "
-        "on real recordings are not meaningful; train on a real corpus (README, 'A real model')"
+        "on real recordings are not meaningful; train on a real corpus (README: A real model)"
     )
 
 
