@@ -192,3 +192,58 @@ def test_version_and_public_names() -> None:
     names = dir(emomatch)
     assert {"load", "train", "evaluate", "export", "Predictor"} <= set(names)
     assert not {"Any", "Path", "TYPE_CHECKING", "Mapping"} & set(names)
+
+
+def test_help_shows_extras_and_whole_examples(monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    shown = runner.invoke(app, ["transcribe", "--help"], terminal_width=80).output
+    assert "pip install 'emomatch[asr]'" in " ".join(shown.split())
+    for command, example in (
+        ("extract", "acoustic.feature_set=eGeMAPSv02"),
+        ("extract", "lexical.model=/models/bert-large"),
+        ("prepare", "camera_map=A=1,B=2"),
+        ("predict", "lexical.model=/models/bert-large"),
+    ):
+        shown = runner.invoke(app, [command, "--help"], terminal_width=80).output
+        assert example in shown and "…" not in shown, command
+
+
+# --- what training and extraction print ------------------------------------------------------
+
+
+def test_training_prints_nothing_unactionable_and_counts_epochs_from_one(
+    labelled_store, tmp_path, capfd
+) -> None:
+    import emomatch
+
+    cfg = make_config(labelled_store, train={"max_epochs": 2, "progress_bar": True})
+    emomatch.train(cfg, out=tmp_path / "run")
+    printed = "".join(capfd.readouterr())
+    assert "litlogger" not in printed and "weights_only" not in printed
+    assert "LeafSpec" not in printed
+    assert "Epoch 2/2" in printed and "Epoch 1/1" not in printed
+
+
+def test_extract_summary_of_text_alone_has_no_real_time_factor() -> None:
+    from dataclasses import replace
+
+    from emomatch.extract.run import ExtractionSummary
+
+    text = ExtractionSummary(Path("s"), 3, 0, 0, 2.0, 0.0, Path("s/errors.jsonl"))
+    assert "real-time factor" not in str(text) and "extracted 3" in str(text)
+    assert "real-time factor 2.0" in str(replace(text, media_seconds=4.0))
+
+
+def test_prepare_names_its_problems_file(tmp_path) -> None:
+    write_wav(tmp_path / "clips" / "a.wav", np.zeros(1600))
+    write_wav(tmp_path / "clips" / "b.wav", np.zeros(1600))
+    (tmp_path / "t.csv").write_text("id,text\na,hello\n")
+    result = runner.invoke(
+        app,
+        ["prepare", "folder", str(tmp_path / "clips"), "--out", str(tmp_path / "m")]
+        + ["--option", f"transcripts={tmp_path / 't.csv'}"],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"1 problem(s) (listed in {tmp_path / 'm' / 'problems.txt'})" in result.output
+    corpus = json.loads((tmp_path / "m" / "corpus.json").read_text())
+    assert corpus == {"name": "clips", "synthetic": False, "language": None}

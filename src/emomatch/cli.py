@@ -330,11 +330,7 @@ def extract(
     ] = "acoustic,visual,lexical",
     option: Annotated[
         list[str] | None,
-        typer.Option(
-            help="extractor option MODALITY.KEY=VALUE, e.g. acoustic.feature_set=eGeMAPSv02, "
-            "visual.detector=none, visual.encoder=my.onnx, lexical.model=/models/bert-large, "
-            "lexical.max_words=12; repeatable"
-        ),
+        typer.Option(help="extractor option MODALITY.KEY=VALUE (examples above); repeatable"),
     ] = None,
     extractor: Annotated[
         list[str] | None,
@@ -352,7 +348,13 @@ def extract(
     ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Extract features from raw media into a feature store; resumable, bad items reported."""
+    """Extract features from raw media into a feature store; resumable, bad items reported.
+
+    Extractor options (--option, repeatable), e.g.:
+    --option acoustic.feature_set=eGeMAPSv02 --option visual.detector=none
+    --option visual.encoder=my.onnx --option lexical.model=/models/bert-large
+    --option lexical.max_words=12
+    """
     _setup_logging()
     from contextlib import ExitStack
 
@@ -507,7 +509,11 @@ def transcribe(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Speech-to-text (faster-whisper, offline) for rows without a transcript; word timestamps
-    go to a `words` column. Needs the extra: pip install 'emomatch[asr]'. Resumable."""
+    go to a `words` column. Needs the extra: pip install 'emomatch\\[asr]'. Resumable.
+
+    Decoding is deterministic (temperature 0); the asr column names the model and its language.
+    The default tiny.en is English-only: text it does not understand is refused (asr_note).
+    """
     _setup_logging()
     from emomatch.extract.transcribe import transcribe_manifest
 
@@ -537,13 +543,15 @@ def prepare(
     out: Annotated[Path, typer.Option(help="folder for manifest.csv (and folds/)")],
     option: Annotated[
         list[str] | None,
-        typer.Option(
-            help="reader option KEY=VALUE, e.g. labels=6class, both_orders=true (IEMOCAP), "
-            "width=3.5, windows=20000, camera_map=A=1,B=2 (AMI); repeatable"
-        ),
+        typer.Option(help="reader option KEY=VALUE (examples above); repeatable"),
     ] = None,
 ) -> None:
-    """Read a corpus from its release layout into a manifest (+ speaker-independent folds)."""
+    """Read a corpus from its release layout into a manifest (+ speaker-independent folds).
+
+    Reader options (--option, repeatable), e.g.: IEMOCAP --option labels=6class
+    --option both_orders=true; AMI --option width=3.5 --option windows=20000
+    --option camera_map=A=1,B=2
+    """
     _setup_logging()
     from emomatch.corpora import prepare_corpus
 
@@ -558,14 +566,18 @@ def prepare(
     except (EmomatchError, KeyError) as exc:
         _fail(exc)
         return
+    from emomatch.corpora.base import PROBLEMS_FILE
+
+    listed = out / PROBLEMS_FILE
     for problem in prepared.problems[:20]:
         typer.echo(f"  {problem}", err=True)
     if len(prepared.problems) > 20:
-        typer.echo(f"  ... {len(prepared.problems) - 20} more in {out / 'problems.txt'}", err=True)
+        typer.echo(f"  ... {len(prepared.problems) - 20} more in {listed}", err=True)
     folds = f", {len(prepared.folds)} fold files" if prepared.folds else ""
+    where = f" (listed in {listed})" if prepared.problems else ""
     typer.echo(
         f"{prepared.rows} utterances, classes {prepared.classes}{folds}, "
-        f"{len(prepared.problems)} problem(s) -> {prepared.manifest}"
+        f"{len(prepared.problems)} problem(s){where} -> {prepared.manifest}"
     )
 
 
@@ -709,8 +721,8 @@ def predict(
     option: Annotated[
         list[str] | None,
         typer.Option(
-            help="extractor option MODALITY.KEY=VALUE the bundle cannot carry, e.g. "
-            "lexical.model=/models/bert-large; repeatable"
+            help="extractor option MODALITY.KEY=VALUE the bundle cannot carry (example above); "
+            "repeatable"
         ),
     ] = None,
     asr: Annotated[
@@ -724,7 +736,10 @@ def predict(
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
 ) -> None:
     """Predict the emotion of clips, folders, manifests or a sentence with a model bundle;
-    --segments (or a timed transcript) gives emotion over time in a long recording."""
+    --segments (or a timed transcript) gives emotion over time in a long recording.
+
+    A text model kept elsewhere: --option lexical.model=/models/bert-large
+    """
     _setup_logging()
     from emomatch.bundle import load
     from emomatch.bundle.apply import (

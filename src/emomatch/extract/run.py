@@ -128,14 +128,23 @@ class ExtractionSummary:
 
     def __str__(self) -> str:
         return (
-            f"extracted {self.done}, skipped (already in the store) {self.skipped}, "
-            f"failed {self.failed} (see {self.errors_file}); {self.seconds:.1f} s wall, "
-            f"{self.media_seconds:.1f} s of media, real-time factor {self.realtime_factor:.1f}"
-        ) + (
-            f"; repaired the store: dropped damaged {', '.join(self.dropped)} and extracted "
-            "their utterances again"
-            if self.dropped
-            else ""
+            (
+                f"extracted {self.done}, skipped (already in the store) {self.skipped}, "
+                f"failed {self.failed} (see {self.errors_file}); {self.seconds:.1f} s wall"
+            )
+            + (
+                # text alone has no media time: a real-time factor of 0.0 said nothing
+                f", {self.media_seconds:.1f} s of media, "
+                f"real-time factor {self.realtime_factor:.1f}"
+                if self.media_seconds > 0
+                else ""
+            )
+            + (
+                f"; repaired the store: dropped damaged {', '.join(self.dropped)} and extracted "
+                "their utterances again"
+                if self.dropped
+                else ""
+            )
         )
 
 
@@ -363,5 +372,6 @@ def run_extraction(
         errors_file=errors_path,
         dropped=[name for name, _ in writer.dropped],
     )
-    log.info("%s", summary)
+    # the command prints the summary itself: logged here too, it showed twice
+    log.debug("%s", summary)
     return summary

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping
+from pytorch_lightning.callbacks import Callback, EarlyStopping, RichProgressBar
 
 from emomatch.config import ExperimentConfig
 from emomatch.errors import ConfigError, EmomatchError
@@ -45,6 +46,36 @@ RESUMABLE_CHANGES = {
 
 class RunExistsError(EmomatchError):
     pass
+
+
+class _Unactionable(logging.Filter):
+    """Drops Lightning's lines a user cannot act on: the advert for its cloud logger at every
+    fit, and "`weights_only` was not set" at every checkpoint load (every load here goes
+    through :mod:`emomatch.safeload`, weights only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "litlogger" not in message and "`weights_only` was not set" not in message
+
+
+_UNACTIONABLE = _Unactionable()
+for _name in (
+    "pytorch_lightning.utilities.rank_zero",
+    "pytorch_lightning.trainer.connectors.checkpoint_connector",
+):
+    logging.getLogger(_name).addFilter(_UNACTIONABLE)
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's bar counts epochs from 0 ("Epoch 4/4" for max_epochs 5): this one from 1,
+    as "Epoch 5/5"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = super()._get_train_description(current_epoch)
+        total = self.trainer.max_epochs
+        counted = f"Epoch {current_epoch + 1}" + (f"/{total}" if total is not None else "")
+        # Lightning pads the description to the validation one's width
+        return counted.ljust(len(description))
 
 
 def config_differences(
@@ -226,7 +257,12 @@ def _fit_locked(
             devices=cfg.train.devices,
             num_nodes=cfg.train.num_nodes,
             precision=precision_for(cfg),  # type: ignore[arg-type]
-            callbacks=[*selecting, EveryEpochCheckpoint(ckdir), *callbacks],
+            callbacks=[
+                *selecting,
+                EveryEpochCheckpoint(ckdir),
+                *([EpochProgressBar()] if cfg.train.progress_bar else []),
+                *callbacks,
+            ],
             logger=epoch_loggers(cfg.train.loggers, run.logs_dir, resumed_epoch),
             enable_progress_bar=cfg.train.progress_bar,
             enable_model_summary=False,
@@ -242,7 +278,10 @@ def _fit_locked(
     if launched_rank() == 0:
         atomic_write_text(run.config_path, cfg.to_yaml())
     resume_from = str(run.last) if resumed_epoch is not None else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
+    with warnings.catch_warnings():
+        # Lightning's own use of a deprecated torch name; nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
     best = run.best
     # Only rank 0 writes checkpoints (and renames them into place after the others went on).
     if trainer.is_global_zero and not best.is_file():
