@@ -247,3 +247,21 @@ def test_prepare_names_its_problems_file(tmp_path) -> None:
     assert f"1 problem(s) (listed in {tmp_path / 'm' / 'problems.txt'})" in result.output
     corpus = json.loads((tmp_path / "m" / "corpus.json").read_text())
     assert corpus == {"name": "clips", "synthetic": False, "language": None}
+
+
+def test_a_split_of_few_steps_an_epoch_is_warned_about(labelled_store, caplog) -> None:
+    from emomatch.training.prepare import prepare_training_data
+
+    one_batch = make_config(labelled_store, loss={"unlabeled": False}, train={"batch_size": 64})
+    with caplog.at_level(logging.WARNING):
+        prepare_training_data(one_batch).loaders(one_batch)
+    assert any("1 optimizer step(s) an epoch" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    enough = make_config(
+        labelled_store,
+        loss={"unlabeled": False},
+        train={"batch_size": 64, "min_steps_per_epoch": 5},
+    )
+    with caplog.at_level(logging.WARNING):
+        prepare_training_data(enough).loaders(enough)
+    assert not [r for r in caplog.records if "optimizer step" in r.getMessage()]

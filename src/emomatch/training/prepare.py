@@ -31,6 +31,11 @@ from emomatch.store import FeatureStore
 log = logging.getLogger(__name__)
 
 
+#: fewer optimizer steps an epoch than this draws a warning: a split that fits in one batch
+#: trains one step an epoch, and every model of an experiment may come out alike
+FEW_STEPS = 5
+
+
 @dataclass
 class TrainingData:
     classes: list[str]
@@ -47,15 +52,27 @@ class TrainingData:
     def loaders(self, cfg: ExperimentConfig) -> tuple[DataLoader, DataLoader]:
         mods = cfg.data.modalities
         use_unlabeled = self.unlabeled is not None
+        batch = labeled_batch_size(
+            len(self.train), cfg.train.batch_size, cfg.train.min_steps_per_epoch
+        )
         sampler = TrainBatches(
             len(self.train),
-            labeled_batch_size(
-                len(self.train), cfg.train.batch_size, cfg.train.min_steps_per_epoch
-            ),
+            batch,
             len(self.unlabeled) if self.unlabeled is not None else 0,
             cfg.train.unlabeled_batch_size if use_unlabeled else 0,
             seed=cfg.seed,
         )
+        steps = len(sampler)
+        if steps < FEW_STEPS:
+            log.warning(
+                "the training split gives %d optimizer step(s) an epoch (%d utterances, batch "
+                "%d): too few to learn much; set train.min_steps_per_epoch: %d (smaller "
+                "batches) or a smaller train.batch_size",
+                steps,
+                len(self.train),
+                batch,
+                FEW_STEPS,
+            )
         workers = cfg.train.num_workers
         # Each loader gets a generator of its own: creating an iterator draws a base seed from
         # the loader's generator, or from the global one when it has none, and the global one
