@@ -169,6 +169,11 @@ def test_resume_continues_a_run_with_its_saved_overrides(labelled_store, tmp_pat
     assert RunFolder(run).read_metrics()["best_epoch"] is not None
     again = runner.invoke(app, ["resume", str(run)])
     assert again.exit_code == 0, "a finished run is read back"
+    # `train --resume` without the overrides names the command that needs none
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(make_config(labelled_store, train={"max_epochs": 3}).to_yaml())
+    differs = runner.invoke(app, ["train", str(plain), "--out", str(run), "--resume"])
+    assert differs.exit_code == 2 and f"emomatch resume {run}" in differs.output
     missing = runner.invoke(app, ["resume", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "holds no run" in missing.output
 

@@ -153,7 +153,10 @@ def fit(
         changed = [k for k in config_differences(old, config_dict) if k not in resumable]
         if changed:
             keys = ", ".join(".".join(k) for k in changed)
-            raise RunExistsError(f"cannot resume {run_dir}: the config differs in {keys}")
+            raise RunExistsError(
+                f"cannot resume {run_dir}: the config differs in {keys} (`emomatch resume "
+                f"{run_dir}` continues with the config and overrides the run saved)"
+            )
     elif run.has_checkpoints():
         raise RunExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
