@@ -5,6 +5,7 @@ import yaml
 from typer.testing import CliRunner
 
 from emomatch.cli import app
+from emomatch.rundir import METRICS_FILE, RunFolder
 from tests.support.builders import TINY_MODEL
 
 runner = CliRunner()
@@ -43,7 +44,7 @@ def test_train_then_evaluate(tiny_store, tmp_path) -> None:
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
     result = runner.invoke(app, ["evaluate", str(run), "--split", "validation"])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((RunFolder(run).evaluation_dir("validation") / METRICS_FILE).read_text())
     assert metrics["split"] == "validation" and {"wap", "ua", "confusion"} <= set(metrics)
 
 

@@ -234,3 +234,77 @@ def test_speech_to_text_fills_a_missing_transcript(media) -> None:
         assert got.asr and "lexical" in got.modalities
     else:
         assert got.missing["lexical"] == "no transcript, and no speech found"
+
+
+def test_a_model_of_generated_clips_says_so_and_warns_on_other_media(
+    media, predictor, tmp_path, caplog
+) -> None:
+    import logging
+
+    from emomatch.bundle import read_bundle
+    from emomatch.extract.mediawrite import write_wav
+
+    bundle = read_bundle(media["bundle"])
+    record = bundle.meta["training_data"]
+    assert record["synthetic"] is True and record["classes"] == list(CLASSES)
+    assert "synthetic" in predictor.trained_on and "trained on synthetic data only" in bundle.card
+    recording = write_wav(
+        tmp_path / "mine.wav", 0.2 * np.random.default_rng(1).standard_normal(16000)
+    )
+    with caplog.at_level(logging.WARNING):
+        result = runner.invoke(
+            app, ["predict", str(media["bundle"]), str(recording), "--no-asr", "--no-progress"]
+        )
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if "synthetic data only" in r.getMessage()]
+    assert len(warned) == 1 and "emomatch synthetic clips" in warned[0]
+
+
+def test_predictor_is_callable_by_suffix_or_sentence(media, predictor) -> None:
+    row = _row(media, "train_00001")
+    folder = media["manifest"].parent
+    by_call = predictor(str(folder / row.audio))
+    assert by_call.probabilities == predictor.predict(audio=folder / row.audio).probabilities
+    assert (
+        predictor(folder / row.video).modalities
+        == predictor.predict(video=folder / row.video).modalities
+    )
+    assert (
+        predictor("What a day").probabilities == predictor.predict(text="What a day").probabilities
+    )
+    with pytest.raises(DataError, match="not a video or audio file name"):
+        predictor(Path("notes.txt"))
+
+
+def test_a_prediction_manifest_needs_only_id_and_one_input(media, predictor, tmp_path) -> None:
+    folder = media["manifest"].parent
+    row = _row(media, "train_00000")
+    manifest = tmp_path / "few.csv"
+    manifest.write_text(f"id,audio\nclip,{folder / row.audio}\n")
+    (got,) = predictor.predict_manifest(manifest)
+    assert got.label in CLASSES and got.modalities == ["acoustic"]
+    only_text = tmp_path / "text.jsonl"
+    only_text.write_text('{"id": "s", "text": "What a day"}\n')
+    assert predictor.predict_manifest(only_text)[0].modalities == ["lexical"]
+    nothing = tmp_path / "ids.csv"
+    nothing.write_text("id,speaker\nx,y\n")
+    with pytest.raises(DataError, match="audio, video or text"):
+        predictor.predict_manifest(nothing)
+
+
+def test_evaluate_a_bundle_on_labelled_clips_and_on_a_store(media) -> None:
+    labelled = pd.read_csv(media["manifest"], keep_default_na=False)
+    n = int((labelled["label"] != "").sum())
+    result = runner.invoke(
+        app, ["evaluate", str(media["bundle"]), str(media["manifest"]), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "WAP" in result.output and f"n={n}" in result.output
+    on_store = runner.invoke(
+        app, ["evaluate", str(media["bundle"]), str(media["store"]), "--split", "test"]
+    )
+    assert on_store.exit_code == 0, on_store.output
+    tests = int((labelled["split"] == "test").sum())
+    assert f"n={tests}" in on_store.output
+    without = runner.invoke(app, ["evaluate", str(media["bundle"])])
+    assert without.exit_code == 2 and "labelled clips" in without.output

@@ -315,3 +315,44 @@ def test_transcribe_command_reports_bad_model_path(tmp_path: Path) -> None:
         ["transcribe", str(manifest), str(tmp_path / "o.csv"), "--model", str(tmp_path / "nope")],
     )
     assert result.exit_code == 2 and "nope" in result.output
+
+
+class UnsureWhisper(FakeWhisper):
+    """Decodes every segment with the confidence of a model hearing a language it lacks."""
+
+    def transcribe(self, audio: np.ndarray, **options: Any) -> tuple[Any, Any]:
+        segments, info = super().transcribe(audio, **options)
+        unsure = [
+            SimpleNamespace(**vars(s), avg_logprob=-1.6, compression_ratio=1.2) for s in segments
+        ]
+        return iter(unsure), info
+
+
+class MultilingualWhisper(FakeWhisper):
+    """A multilingual model that hears German."""
+
+    model = SimpleNamespace(is_multilingual=True)
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float, list[Any]]:
+        return "de", 0.93, []
+
+
+def test_decoding_is_deterministic_and_names_the_language(tmp_path: Path, fake) -> None:
+    summary = transcribe_manifest(make_manifest(tmp_path), tmp_path / "o.csv", progress=False)
+    assert all(c["temperature"] == 0.0 for c in fake[0].calls), "no sampling fallback"
+    assert "English-only" in summary.model and "language en" in summary.model
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"), [(UnsureWhisper, "low confidence"), (MultilingualWhisper, "speech is de")]
+)
+def test_speech_the_model_cannot_read_is_refused_not_guessed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: type, reason: str
+) -> None:
+    monkeypatch.setattr(transcribe, "build_model", lambda *_: model())
+    out = tmp_path / "o.csv"
+    summary = transcribe_manifest(make_manifest(tmp_path), out, progress=False)
+    assert summary.refused == 3 and "3 refused" in str(summary)
+    df = read_manifest(out).set_index("id")
+    for uid in ("segment", "whole", "own_segment"):
+        assert df.loc[uid, "text"] == "" and reason in df.loc[uid, "asr_note"]

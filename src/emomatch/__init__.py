@@ -111,6 +111,11 @@ def evaluate(
     return evaluate_run(run, split, store, out)[0]
 
 
+def __dir__() -> list[str]:
+    # the public API only: not the names this module imports for its own use
+    return sorted(__all__)
+
+
 def __getattr__(name: str) -> Any:
     # Classes resolved on first access: importing them loads torch.
     if name in ("Predictor", "Prediction"):

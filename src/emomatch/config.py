@@ -262,6 +262,9 @@ class TrainConfig(_Strict):
     #: peak for 43 % more step time on CPU: docs/benchmarks.md, bench/paper_scale.py)
     recompute: bool = False
     num_workers: int = Field(0, ge=0)
+    #: CPU threads of torch's math (None: ``OMP_NUM_THREADS`` where set, else the CPUs this
+    #: process may use: its affinity and cgroup quota, not the host's count; ``--threads N``)
+    threads: int | None = Field(None, ge=1)
     progress_bar: bool = True
     #: epoch histories written: ``csv`` (logs/metrics.csv, always kept: reports and resumption
     #: read it) and ``tensorboard`` (event files in logs/tensorboard; needs the ``tensorboard``

@@ -13,6 +13,7 @@ from emomatch.config import ExperimentConfig
 from emomatch.data import select_split
 from emomatch.data.folds import choose_folds
 from emomatch.data.splits import training_split
+from emomatch.errors import EmomatchError
 from emomatch.evaluation import evaluate_checkpoints, write_report
 from emomatch.metrics import aggregate
 from emomatch.rundir import (
@@ -24,6 +25,7 @@ from emomatch.rundir import (
 )
 from emomatch.store import FeatureStore
 from emomatch.training import fit
+from emomatch.training.prepare import supervised_without_pool
 
 
 def train_and_report(
@@ -39,6 +41,7 @@ def train_and_report(
     ``seeds > 1`` trains that many runs (seeds ``cfg.seed``, ``cfg.seed + 1`` ...) in
     ``run_dir/seed_S`` and scores the mean of their predicted probabilities (an ensemble); the
     per-seed metrics, their mean and spread are kept beside it."""
+    cfg = supervised_without_pool(cfg)
     if seeds > 1:
         return train_seeds(cfg, run_dir, seeds, resume=resume, callbacks=callbacks)
     run_dir = Path(run_dir)
@@ -82,6 +85,37 @@ def resume_or_train(
         return train_and_report(cfg, run.path, resume=again, callbacks=callbacks, seeds=seeds)
 
     return resume_or_start(run, train, reuse_finished=resume)
+
+
+def resume_run(run_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
+    """``emomatch resume RUN``: continue a run (or a ``--seeds`` ensemble) from the config it
+    saved, overrides included; a finished run is read back. ``threads`` replaces the saved
+    ``train.threads`` (a setting of the machine, not of the run)."""
+    from emomatch.config import config_from_dict
+
+    run = RunFolder(run_dir)
+    if run.is_fold_set():
+        raise EmomatchError(
+            f"{run.path} holds one run per fold: continue it with the command that started it "
+            "and --resume (emomatch train CONFIG --folds all --out RUN --resume)"
+        )
+    members = run.seeds() if not run.config_path.is_file() else []
+    source = members[0] if members else run
+    if not source.config_path.is_file():
+        raise EmomatchError(
+            f"{run.path} holds no run to continue: {source.config_path} does not exist "
+            "(a run saves its config when training starts)"
+        )
+    saved = source.read_config()
+    cfg = config_from_dict(saved, str(source.config_path))
+    if threads is not None:
+        cfg.train.threads = threads
+    if members:
+        cfg.seed = min(int(m.path.name.removeprefix(SEED_PREFIX)) for m in members)
+        if run.is_finished():
+            return run.read_metrics()
+        return train_seeds(cfg, run.path, len(members), resume=True)
+    return resume_or_train(cfg, run.path, resume=True)
 
 
 def train_seeds(

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import (
@@ -54,6 +54,9 @@ from emomatch.files import (
     lock_holder,
 )
 from emomatch.rundir import CONFIG_FILE, METRICS_FILE, RunFolder, checkpoint_metadata
+
+if TYPE_CHECKING:
+    from emomatch.store import FeatureStore
 
 BUNDLE_FORMAT = "emomatch-model-bundle"
 BUNDLE_VERSION = 1
@@ -105,6 +108,17 @@ def _portable_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if data.get(key):
             data[key] = PurePosixPath(str(data[key]).replace("\\", "/")).name
     return out
+
+
+def training_data(store: FeatureStore, classes: list[str]) -> dict[str, Any]:
+    """What a model was trained on, from its store's record: corpus name, generated or real,
+    language (None: unknown) and classes; a store written before the record says "unknown"."""
+    info = store.meta.get("info") or {}
+    corpus = info.get("corpus") if isinstance(info, dict) else None
+    if not isinstance(corpus, dict):
+        synthetic = isinstance(info, dict) and info.get("generator") == "emomatch.synthetic"
+        corpus = {"name": "unknown", "synthetic": synthetic, "language": None}
+    return {**corpus, "classes": classes}
 
 
 def export_bundle(
@@ -212,6 +226,7 @@ def export_bundle(
         "shapes": {m: list(first.shapes[m]) for m in modalities},
         "missing": cfg.data.missing,
         "features": provenance,
+        "training_data": training_data(features_store, list(first.classes)),
         "members": member_meta,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

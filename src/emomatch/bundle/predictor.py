@@ -5,6 +5,7 @@ stages of :mod:`emomatch.bundle.preprocess`, :mod:`~emomatch.bundle.forward` and
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emomatch.bundle.card import synthetic_warning, trained_on
 from emomatch.bundle.format import Bundle, BundleError, read_bundle
 from emomatch.bundle.forward import BundleEnsemble
 from emomatch.bundle.postprocess import Prediction, to_predictions
@@ -21,6 +23,8 @@ from emomatch.extract.base import Utterance
 
 if TYPE_CHECKING:
     from emomatch.extract.base import Extractor
+
+log = logging.getLogger(__name__)
 
 #: utterances extracted and classified together
 DEFAULT_BATCH = 16
@@ -96,6 +100,12 @@ class Predictor:
             raise BundleError(f"{bundle.source}: config.yaml model section: {exc}") from None
         self.ensemble = BundleEnsemble(bundle, model_cfg, self.device)
         self.preprocess = Preprocessor(bundle, str(self.device), options, transcribe)
+        #: what the model was trained on, in one line (corpus, synthetic or real, language)
+        self.trained_on = trained_on(bundle.meta)
+        #: set for a model trained on generated data: said (logged) once here, at load
+        self.warning = synthetic_warning(bundle.meta)
+        if self.warning is not None:
+            log.warning("%s", self.warning)
 
     @property
     def extractors(self) -> dict[str, Extractor]:
@@ -174,13 +184,30 @@ class Predictor:
             raise DataError(result.error)
         return result
 
+    def __call__(self, source: str | Path, text: str | None = None) -> Prediction:
+        """``p("clip.mp4")``, ``p("speech.wav", text=...)``, ``p("What a day")``: a video or
+        audio file by its suffix, anything else a sentence (see :meth:`predict`)."""
+        from emomatch.corpora.folder import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+
+        suffix = Path(str(source)).suffix.lower()
+        if suffix in VIDEO_SUFFIXES:
+            return self.predict(video=source, text=text)
+        if suffix in AUDIO_SUFFIXES:
+            return self.predict(audio=source, text=text)
+        if isinstance(source, Path) or text is not None:
+            known = ", ".join(VIDEO_SUFFIXES + AUDIO_SUFFIXES)
+            raise DataError(f"{source}: not a video or audio file name ({known})")
+        return self.predict(text=source)
+
     def predict_manifest(self, path: str | Path, progress: bool = False) -> list[Prediction]:
         """One prediction per row of a manifest (CSV/JSONL: id, audio, video, text, start,
         end, ...; media paths relative to the manifest), extractors loaded once, rows batched."""
         from emomatch.corpora.manifest import read_manifest
         from emomatch.extract.run import utterances_from_manifest
 
-        return self.predict_items(utterances_from_manifest(read_manifest(path)), progress)
+        return self.predict_items(
+            utterances_from_manifest(read_manifest(path, complete=False)), progress
+        )
 
     def predict_segments(
         self,

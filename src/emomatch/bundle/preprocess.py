@@ -4,6 +4,7 @@ modalities that could not be used and why."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ import numpy as np
 from emomatch.bundle.format import Bundle
 from emomatch.errors import DataError
 from emomatch.extract.base import Features, ItemError, Utterance
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from emomatch.extract.asr import Transcriber
@@ -114,6 +117,8 @@ class Preprocessor:
                 text = transcriber(source, start, end)
             except DataError:
                 text = ""  # unreadable audio: the acoustic extractor says why
+            if transcriber.note:
+                log.warning("%s: speech-to-text %s", source, transcriber.note)
             asr[k] = bool(text)
             out.append(replace(item, text=text))
         return out

@@ -13,6 +13,9 @@ from typing import Any, Protocol, TypeVar
 from emomatch.errors import DataError
 from emomatch.registry import Registry
 
+#: where ``emomatch prepare`` lists a corpus's problems, one per line, beside its manifest
+PROBLEMS_FILE = "problems.txt"
+
 
 @dataclass
 class PreparedCorpus:

@@ -39,6 +39,7 @@ import pandas as pd
 
 from emomatch.corpora.base import (
     CORPORA,
+    PROBLEMS_FILE,
     PreparedCorpus,
     check_options,
     flag_option,
@@ -463,7 +464,9 @@ def read_iemocap(
         problems.extend(_check_full_release(per_label, len(df)))
         counts["full_release_check"] = "ok" if per_label == FULL_RELEASE_4CLASS else "differs"
     if problems:
-        log.warning("IEMOCAP: %d problem(s); see PreparedCorpus.problems", len(problems))
+        log.warning(
+            "IEMOCAP: %d problem(s), listed in %s", len(problems), Path(out) / PROBLEMS_FILE
+        )
     return PreparedCorpus(
         manifest=manifest,
         rows=len(df),

@@ -43,7 +43,9 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 NUMBER_COLUMNS = ("start", "end")
 
 
-def read_manifest(path: str | Path, defaults: Mapping[str, str] | None = None) -> pd.DataFrame:
+def read_manifest(
+    path: str | Path, defaults: Mapping[str, str] | None = None, complete: bool = True
+) -> pd.DataFrame:
     """Read a CSV or JSONL manifest; a ``_line`` column keeps each row's (first) line in the file.
 
     ``defaults``: standard columns the file may lack, with the value every row then gets (e.g.
@@ -53,7 +55,10 @@ def read_manifest(path: str | Path, defaults: Mapping[str, str] | None = None) -
     ``end`` are numbers (NaN where empty). A file that cannot be read as a manifest (not UTF-8,
     a broken CSV quote or JSON line, a row with more or fewer fields than the header, a start or
     end that is not a finite number, no rows at all) is one :class:`DataError` that lists the
-    offending lines and fields: nothing is dropped or altered silently."""
+    offending lines and fields: nothing is dropped or altered silently.
+
+    ``complete=False`` (a manifest of clips to predict) needs only ``id`` and one of ``audio``,
+    ``video``, ``text``: the other columns are added empty."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist")
@@ -61,7 +66,10 @@ def read_manifest(path: str | Path, defaults: Mapping[str, str] | None = None) -
         columns, records = _jsonl_records(path)
     else:
         columns, records = _csv_records(path)
-    missing = [c for c in MANIFEST_COLUMNS if c not in columns and c not in (defaults or {})]
+    needed = MANIFEST_COLUMNS if complete else ("id",)
+    missing = [c for c in needed if c not in columns and c not in (defaults or {})]
+    if not complete and not missing and not {"audio", "video", "text"} & set(columns):
+        missing = ["audio, video or text"]
     if missing:
         raise DataError(
             f"manifest {path}: missing column(s) {', '.join(missing)} "
@@ -91,6 +99,9 @@ def read_manifest(path: str | Path, defaults: Mapping[str, str] | None = None) -
         if column not in data:
             data[column] = [value] * len(records)
     data["_line"] = [line for line, _ in records]
+    for column in MANIFEST_COLUMNS:
+        if column not in data:  # only where ``complete`` is False
+            data[column] = [math.nan if column in NUMBER_COLUMNS else ""] * len(records)
     df = pd.DataFrame(data)
     for column in NUMBER_COLUMNS:
         df[column] = df[column].astype("float64")

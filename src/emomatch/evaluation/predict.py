@@ -186,10 +186,13 @@ def evaluate_run(
 ) -> tuple[dict[str, Any], Path]:
     """``emomatch evaluate``: a finished run (one checkpoint, or a seed ensemble) scored on a
     split of its store or of ``store`` (refused when made with other extractor settings);
-    metrics.json and the confusion picture go to ``out`` (default ``run/evaluation``)."""
+    metrics.json and the confusion picture go to ``out`` (default ``run/evaluation``, and
+    ``run/evaluation/SPLIT`` for a ``split`` named)."""
     from emomatch.evaluation.report import write_report
 
     folder = RunFolder(run)
     metrics = evaluate_checkpoints(folder.scoring_checkpoints(), [split], store=store)[0]
-    path = write_report(Path(out) if out is not None else folder.evaluation_dir(), metrics)
+    # another split than the test split gets a folder of its own: never over the test report
+    default = folder.evaluation_dir(split)
+    path = write_report(Path(out) if out is not None else default, metrics)
     return metrics, path

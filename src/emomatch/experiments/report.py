@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from emomatch.baseline import BASELINES
-from emomatch.evaluation.report import confusion_png
+from emomatch.evaluation.report import confusion_grid_png
 from emomatch.experiments.collect import (
     BASELINE_NAMES,
     METRIC_NAMES,
@@ -197,16 +197,21 @@ def build_blocks(c: Collected, folder: Path) -> tuple[list[Block], list[Figure]]
     blocks.append(
         (
             "p",
-            "Counts summed over the runs of each row; the colour and the first number of each "
-            "cell are the share of the true class (rows sum to 1), the count is in brackets.",
+            "Counts summed over the runs of each row, one small panel per row; the colour and "
+            "the number of each cell are the share of the true class (rows sum to 1).",
         )
     )
+    # rows of the same classes side by side (an experiment's rows share them as a rule)
+    by_classes: dict[tuple[str, ...], list[tuple[str, list[list[float]]]]] = {}
     for r in c.rows:
-        classes = r.scores.runs[0]["classes"]
+        classes = tuple(r.scores.runs[0]["classes"])
+        panel = (f"{r.row.label} ({r.row.column})", r.scores.confusion().tolist())
+        by_classes.setdefault(classes, []).append(panel)
+    for i, (classes, panels) in enumerate(by_classes.items()):
         fig = Figure(
-            f"confusion-{r.row.name}",
-            f"{r.row.label} ({r.row.column})",
-            confusion_png(r.scores.confusion().tolist(), classes),
+            "confusion-matrices" + (f"-{i + 1}" if i else ""),
+            f"confusion matrices: {', '.join(p[0] for p in panels)}",
+            confusion_grid_png(panels, classes),
         )
         blocks.append(("figure", fig))
         figures.append(fig)
@@ -230,7 +235,14 @@ def build_blocks(c: Collected, folder: Path) -> tuple[list[Block], list[Figure]]
         fields = sorted({str(run_config(d)["data"]["split_field"]) for d in r.scores.dirs})
         sets = " ".join(f"{k}={json.dumps(v)}" for k, v in {**spec.set, **r.row.set}.items())
         runs_table.append(
-            [r.row.name, sets or "-", ", ".join(fields), ", ".join(map(str, seeds)), _wall(c, r)]
+            [
+                r.row.name,
+                sets or "-",
+                ", ".join(fields),
+                # how many, then which
+                f"{len(seeds)} ({', '.join(map(str, seeds))})",
+                _wall(c, r),
+            ]
         )
     facts.append(f"versions: {json.dumps(m.get('versions') or versions())}")
     blocks.append(("list", facts))

@@ -22,6 +22,7 @@ from emomatch.baseline import run_baselines
 from emomatch.config import ExperimentConfig
 from emomatch.data.folds import choose_folds
 from emomatch.errors import ConfigError
+from emomatch.experiments.collect import METRIC_NAMES
 from emomatch.experiments.layout import BASELINES_DIR, MANIFEST, TIMINGS, training_runs, versions
 from emomatch.experiments.report import write_experiment_report
 from emomatch.experiments.spec import ExperimentSpec, Row, row_configs
@@ -207,7 +208,33 @@ def run_experiment(
         manifest["finished"] = _now()
         manifest["wall_seconds_this_session"] = round(time.monotonic() - started, 1)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-        return write_experiment_report(out, out)
+        summary = write_experiment_report(out, out)
+    alike = all_rows_alike(summary)
+    if alike is not None:
+        say(f"warning: {alike}")
+    return summary
+
+
+def all_rows_alike(summary: dict[str, Any]) -> str | None:
+    """A warning when every row of an experiment scored exactly the same (None otherwise): the
+    rows differ in their settings, so the same scores mean none of them learned anything that
+    depends on them (a training split of one batch: one step an epoch; too few epochs)."""
+    rows = summary.get("rows", {})
+    if len(rows) < 2:
+        return None
+    scores = {tuple(row.get(k) for k in METRIC_NAMES) for row in rows.values()}
+    if len(scores) > 1:
+        return None
+    (first,) = scores
+    shown = ", ".join(
+        f"{name} {value:.3f}" if isinstance(value, float) else f"{name} {value}"
+        for name, value in zip(METRIC_NAMES.values(), first, strict=True)
+    )
+    return (
+        f"every row of the experiment scored the same ({shown}): the settings the rows vary "
+        "changed nothing; too few optimizer steps an epoch (train.min_steps_per_epoch) or too "
+        "few epochs?"
+    )
 
 
 def _run_row(

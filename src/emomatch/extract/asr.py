@@ -28,6 +28,13 @@ BUNDLED_MODEL = "tiny.en"
 #: before any audio is decoded
 MODEL_FILES = ("config.json", "model.bin")
 
+#: a segment whose mean token log-probability is below this was not understood (Whisper's own
+#: ``log_prob_threshold``): its text is refused, never kept as a guess. An English-only model
+#: given another language lands here: it cannot say which language it heard.
+LOW_CONFIDENCE_LOGPROB = -1.0
+#: ... and so is one this repetitive (Whisper's ``compression_ratio_threshold``)
+REPETITIVE_COMPRESSION = 2.4
+
 #: below this peak amplitude a segment is digital silence: Whisper is not run on it, because
 #: small models tend to hallucinate text ("Thank you.") on silence
 SILENCE_PEAK = 1e-4
@@ -51,6 +58,25 @@ def bundled_model_dir() -> Path:
         f"{BUNDLED_DISTRIBUTION} {dist.version} is installed but holds no model.bin; "
         f"reinstall it ({INSTALL_HINT}) or pass model=PATH"
     )
+
+
+def english_only(folder: Path) -> bool:
+    """Whisper's English-only models (``tiny.en``, ``base.en`` ...) go by a ``.en`` name; their
+    vocabulary has no language tokens, so they cannot detect a language."""
+    return folder.name.endswith(".en") or folder == _bundled_or_none()
+
+
+def _bundled_or_none() -> Path | None:
+    try:
+        return bundled_model_dir()
+    except DataError:
+        return None
+
+
+def describe_model(name: str, folder: Path, language: str | None) -> str:
+    """The ``asr`` column: the model, its languages and the language decoded."""
+    kind = "English-only" if english_only(folder) else "multilingual"
+    return f"{name}, {kind}, language {language or 'detected'}"
 
 
 def model_dir(model: str | Path | None) -> tuple[Path, str]:
@@ -100,13 +126,26 @@ def build_model(folder: Path, device: str, compute_type: str) -> Any:
 
 def run_model(
     model: Any, signal: np.ndarray, language: str | None, beam_size: int, vad_filter: bool
-) -> tuple[str, list[list[Any]]]:
-    """Text and [word, start, end] list of one segment; times relative to its start."""
+) -> tuple[str, list[list[Any]], str]:
+    """Text, [word, start, end] list (times relative to the segment's start) and a note of one
+    segment. Decoding is deterministic (temperature 0, no sampling fallback): the same audio
+    gives the same text. Text the model did not understand (low confidence; with a
+    multilingual model, another language than ``language``) is refused: text "", the note
+    says why."""
     seconds = len(signal) / SAMPLE_RATE
+    # the CTranslate2 model inside knows whether it has language tokens
+    if language is not None and getattr(getattr(model, "model", None), "is_multilingual", False):
+        heard, probability, _ = model.detect_language(signal)
+        if heard != language and probability >= 0.5:
+            note = f"refused: the speech is {heard} (p={probability:.2f}), not {language}"
+            return "", [], note
     segments, _info = model.transcribe(
         signal,
         language=language,
         beam_size=beam_size,
+        # one temperature: no fallback to sampling at higher ones, which made the text of the
+        # same clip differ from run to run
+        temperature=0.0,
         word_timestamps=True,
         # Each row is one utterance: text of the previous window must not leak into the next.
         condition_on_previous_text=False,
@@ -114,13 +153,23 @@ def run_model(
     )
     texts: list[str] = []
     words: list[list[Any]] = []
+    worst: tuple[float, float] = (0.0, 0.0)
     for segment in segments:  # a generator: decoding happens while iterating
         texts.append(segment.text.strip())
+        logprob = float(getattr(segment, "avg_logprob", 0.0))
+        ratio = float(getattr(segment, "compression_ratio", 0.0))
+        worst = (min(worst[0], logprob), max(worst[1], ratio))
         for word in segment.words or ():
             start = min(max(float(word.start), 0.0), seconds)
             end = min(max(float(word.end), start), seconds)
             words.append([word.word.strip(), round(start, 3), round(end, 3)])
-    return " ".join(t for t in texts if t), words
+    if worst[0] < LOW_CONFIDENCE_LOGPROB or worst[1] > REPETITIVE_COMPRESSION:
+        note = (
+            f"refused: low confidence (mean log-prob {worst[0]:.2f}, compression "
+            f"{worst[1]:.1f}); speech in another language than {language or 'the model'}'s?"
+        )
+        return "", [], note
+    return " ".join(t for t in texts if t), words, ""
 
 
 def asr_available() -> bool:
@@ -147,8 +196,11 @@ class Transcriber:
         vad_filter: bool = True,
     ) -> None:
         check_installed()
-        self.folder, self.name = model_dir(model)
+        self.folder, name = model_dir(model)
+        self.name = describe_model(name, self.folder, language)
         self.language, self.beam_size, self.vad_filter = language, beam_size, vad_filter
+        #: why the last call gave no text ("" when it gave one or heard no speech)
+        self.note = ""
         self.device, self.compute_type = device, compute_type
         self._model: Any = None
 
@@ -157,10 +209,13 @@ class Transcriber:
     ) -> str:
         """The text spoken in ``[start, end]`` of ``path`` ("" where nothing is said); raises
         :class:`AudioError` for audio that cannot be read."""
+        self.note = ""
         signal = load_audio(path, start, end)
         if not np.isfinite(signal).all() or float(np.abs(signal).max()) < SILENCE_PEAK:
             return ""
         if self._model is None:
             self._model = build_model(self.folder, self.device, self.compute_type)
-        text, _ = run_model(self._model, signal, self.language, self.beam_size, self.vad_filter)
+        text, _, self.note = run_model(
+            self._model, signal, self.language, self.beam_size, self.vad_filter
+        )
         return text

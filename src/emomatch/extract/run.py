@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from emomatch.corpora.manifest import read_manifest, resolve_media, validate_manifest
+from emomatch.corpora.record import read_corpus_record
 from emomatch.domain import MODALITIES
 from emomatch.errors import DataError, WorkerError, WriteError
 from emomatch.extract.base import (
@@ -127,14 +128,23 @@ class ExtractionSummary:
 
     def __str__(self) -> str:
         return (
-            f"extracted {self.done}, skipped (already in the store) {self.skipped}, "
-            f"failed {self.failed} (see {self.errors_file}); {self.seconds:.1f} s wall, "
-            f"{self.media_seconds:.1f} s of media, real-time factor {self.realtime_factor:.1f}"
-        ) + (
-            f"; repaired the store: dropped damaged {', '.join(self.dropped)} and extracted "
-            "their utterances again"
-            if self.dropped
-            else ""
+            (
+                f"extracted {self.done}, skipped (already in the store) {self.skipped}, "
+                f"failed {self.failed} (see {self.errors_file}); {self.seconds:.1f} s wall"
+            )
+            + (
+                # text alone has no media time: a real-time factor of 0.0 said nothing
+                f", {self.media_seconds:.1f} s of media, "
+                f"real-time factor {self.realtime_factor:.1f}"
+                if self.media_seconds > 0
+                else ""
+            )
+            + (
+                f"; repaired the store: dropped damaged {', '.join(self.dropped)} and extracted "
+                "their utterances again"
+                if self.dropped
+                else ""
+            )
         )
 
 
@@ -327,7 +337,12 @@ def run_extraction(
         classes=classes,
         modalities={m: ex.spec() for m, ex in extractors.items()},
         fields=fields,
-        info={"manifest": str(Path(manifest).resolve())},
+        info={
+            "manifest": str(Path(manifest).resolve()),
+            # what the clips are (name, generated or real, language), for the models trained
+            # on these features to say
+            "corpus": read_corpus_record(manifest),
+        },
     ) as writer:
         errors = ErrorReport(errors_path)
         # Closed by hand: a close that fails (its last flush on a full disk) must not replace
@@ -357,5 +372,6 @@ def run_extraction(
         errors_file=errors_path,
         dropped=[name for name, _ in writer.dropped],
     )
-    log.info("%s", summary)
+    # the command prints the summary itself: logged here too, it showed twice
+    log.debug("%s", summary)
     return summary

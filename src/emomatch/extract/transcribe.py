@@ -31,6 +31,7 @@ from emomatch.extract.asr import (
     SILENCE_PEAK,
     build_model,
     check_installed,
+    describe_model,
     model_dir,
     run_model,
 )
@@ -57,6 +58,9 @@ class TranscriptionSummary:
     silent: int = 0
     #: rows left as they were (had a transcript, with ``only_empty``)
     kept: int = 0
+    #: rows whose text the model did not understand (low confidence, another language): their
+    #: text is empty and ``asr_note`` says why
+    refused: int = 0
     #: seconds of audio transcribed in this call
     audio_seconds: float = 0.0
     #: wall-clock seconds of this call, model loading included
@@ -79,7 +83,8 @@ class TranscriptionSummary:
         rtf = self.real_time_factor
         return (
             f"{self.transcribed} transcribed, {self.reused} reused, {self.failed} failed, "
-            f"{self.kept} kept, {self.silent} without speech; {self.audio_seconds:.1f} s of "
+            f"{self.kept} kept, {self.silent} without speech, {self.refused} refused (see "
+            f"asr_note); {self.audio_seconds:.1f} s of "
             f"audio in {self.wall_seconds:.1f} s (real-time factor "
             f"{'n/a' if math.isnan(rtf) else f'{rtf:.3f}'}) -> {self.output}"
         )
@@ -188,8 +193,9 @@ def transcribe_manifest(
         raise DataError(f"beam_size must be at least 1, got {beam_size}")
     check_installed()
     folder, model_name = model_dir(model)
+    model_name = describe_model(model_name, folder, language)
     df = read_manifest(manifest)
-    for column in ("words", "asr"):
+    for column in ("words", "asr", "asr_note"):
         if column not in df.columns:
             df[column] = ""
 
@@ -229,11 +235,14 @@ def transcribe_manifest(
                 partial.write(json.dumps(record, ensure_ascii=False) + "\n")
                 partial.flush()
                 summary.transcribed += 1
-            if not record["text"]:
+            if not record["text"] and not record.get("note"):
                 summary.silent += 1
             df.at[idx, "text"] = record["text"]
             df.at[idx, "words"] = json.dumps(record["words"], ensure_ascii=False)
             df.at[idx, "asr"] = model_name
+            df.at[idx, "asr_note"] = record.get("note", "")
+            if record.get("note"):
+                summary.refused += 1
             report(count)
 
     _relocate(df, out)
@@ -267,9 +276,10 @@ def _transcribe_row(
     if float(np.abs(signal).max()) < SILENCE_PEAK:
         return {"text": "", "words": [], "seconds": round(len(signal) / SAMPLE_RATE, 3)}
     tick = time.perf_counter()
-    text, words = run_model(whisper(), signal, language, beam_size, vad_filter)
+    text, words, note = run_model(whisper(), signal, language, beam_size, vad_filter)
     summary.model_seconds += time.perf_counter() - tick
-    return {"text": text, "words": words, "seconds": round(len(signal) / SAMPLE_RATE, 3)}
+    seconds = round(len(signal) / SAMPLE_RATE, 3)
+    return {"text": text, "words": words, "seconds": seconds, "note": note}
 
 
 def _write_errors(path: Path, failures: list[tuple[str, str]]) -> None:

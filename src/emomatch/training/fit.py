@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping
+from pytorch_lightning.callbacks import Callback, EarlyStopping, RichProgressBar
 
 from emomatch.config import ExperimentConfig
 from emomatch.errors import ConfigError, EmomatchError
@@ -19,6 +20,7 @@ from emomatch.files import atomic_path, atomic_write_text, hold_lock
 from emomatch.rundir import BEST, TOP_PREFIX, RunFolder
 from emomatch.runtime import StreamingCheckpointIO, keep_freed_memory
 from emomatch.safeload import read_checkpoint
+from emomatch.threads import share_machine
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.persist import (
     EveryEpochCheckpoint,
@@ -35,6 +37,7 @@ RESUMABLE_CHANGES = {
     ("train", "max_epochs"),
     ("train", "progress_bar"),
     ("train", "num_workers"),
+    ("train", "threads"),
     ("train", "loggers"),
     # the same gradients either way: only memory and time differ
     ("train", "recompute"),
@@ -43,6 +46,36 @@ RESUMABLE_CHANGES = {
 
 class RunExistsError(EmomatchError):
     pass
+
+
+class _Unactionable(logging.Filter):
+    """Drops Lightning's lines a user cannot act on: the advert for its cloud logger at every
+    fit, and "`weights_only` was not set" at every checkpoint load (every load here goes
+    through :mod:`emomatch.safeload`, weights only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "litlogger" not in message and "`weights_only` was not set" not in message
+
+
+_UNACTIONABLE = _Unactionable()
+for _name in (
+    "pytorch_lightning.utilities.rank_zero",
+    "pytorch_lightning.trainer.connectors.checkpoint_connector",
+):
+    logging.getLogger(_name).addFilter(_UNACTIONABLE)
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's bar counts epochs from 0 ("Epoch 4/4" for max_epochs 5): this one from 1,
+    as "Epoch 5/5"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = super()._get_train_description(current_epoch)
+        total = self.trainer.max_epochs
+        counted = f"Epoch {current_epoch + 1}" + (f"/{total}" if total is not None else "")
+        # Lightning pads the description to the validation one's width
+        return counted.ljust(len(description))
 
 
 def config_differences(
@@ -120,7 +153,10 @@ def fit(
         changed = [k for k in config_differences(old, config_dict) if k not in resumable]
         if changed:
             keys = ", ".join(".".join(k) for k in changed)
-            raise RunExistsError(f"cannot resume {run_dir}: the config differs in {keys}")
+            raise RunExistsError(
+                f"cannot resume {run_dir}: the config differs in {keys} (`emomatch resume "
+                f"{run_dir}` continues with the config and overrides the run saved)"
+            )
     elif run.has_checkpoints():
         raise RunExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
@@ -161,6 +197,7 @@ def _fit_locked(
     callbacks: Sequence[Callback],
 ) -> Path:
     keep_freed_memory()
+    share_machine(cfg.train.threads)
     run = RunFolder(run_dir)
     ckdir = run.checkpoint_dir
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -223,7 +260,12 @@ def _fit_locked(
             devices=cfg.train.devices,
             num_nodes=cfg.train.num_nodes,
             precision=precision_for(cfg),  # type: ignore[arg-type]
-            callbacks=[*selecting, EveryEpochCheckpoint(ckdir), *callbacks],
+            callbacks=[
+                *selecting,
+                EveryEpochCheckpoint(ckdir),
+                *([EpochProgressBar()] if cfg.train.progress_bar else []),
+                *callbacks,
+            ],
             logger=epoch_loggers(cfg.train.loggers, run.logs_dir, resumed_epoch),
             enable_progress_bar=cfg.train.progress_bar,
             enable_model_summary=False,
@@ -239,7 +281,10 @@ def _fit_locked(
     if launched_rank() == 0:
         atomic_write_text(run.config_path, cfg.to_yaml())
     resume_from = str(run.last) if resumed_epoch is not None else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
+    with warnings.catch_warnings():
+        # Lightning's own use of a deprecated torch name; nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
     best = run.best
     # Only rank 0 writes checkpoints (and renames them into place after the others went on).
     if trainer.is_global_zero and not best.is_file():

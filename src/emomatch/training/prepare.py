@@ -31,6 +31,11 @@ from emomatch.store import FeatureStore
 log = logging.getLogger(__name__)
 
 
+#: fewer optimizer steps an epoch than this draws a warning: a split that fits in one batch
+#: trains one step an epoch, and every model of an experiment may come out alike
+FEW_STEPS = 5
+
+
 @dataclass
 class TrainingData:
     classes: list[str]
@@ -47,15 +52,27 @@ class TrainingData:
     def loaders(self, cfg: ExperimentConfig) -> tuple[DataLoader, DataLoader]:
         mods = cfg.data.modalities
         use_unlabeled = self.unlabeled is not None
+        batch = labeled_batch_size(
+            len(self.train), cfg.train.batch_size, cfg.train.min_steps_per_epoch
+        )
         sampler = TrainBatches(
             len(self.train),
-            labeled_batch_size(
-                len(self.train), cfg.train.batch_size, cfg.train.min_steps_per_epoch
-            ),
+            batch,
             len(self.unlabeled) if self.unlabeled is not None else 0,
             cfg.train.unlabeled_batch_size if use_unlabeled else 0,
             seed=cfg.seed,
         )
+        steps = len(sampler)
+        if steps < FEW_STEPS:
+            log.warning(
+                "the training split gives %d optimizer step(s) an epoch (%d utterances, batch "
+                "%d): too few to learn much; set train.min_steps_per_epoch: %d (smaller "
+                "batches) or a smaller train.batch_size",
+                steps,
+                len(self.train),
+                batch,
+                FEW_STEPS,
+            )
         workers = cfg.train.num_workers
         # Each loader gets a generator of its own: creating an iterator draws a base seed from
         # the loader's generator, or from the global one when it has none, and the global one
@@ -97,6 +114,29 @@ def _refuse_store_being_written(path: Path) -> None:
             f"store {path} is being written now by another emomatch process (pid {holder}, "
             "e.g. `emomatch extract`); wait for it to finish, then train"
         )
+
+
+def supervised_without_pool(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg``, or where it asks for the unlabelled pool of a store that has none (labelled data
+    only, no ``data.unlabeled_store``) a copy with ``loss.unlabeled: false``: the run trains
+    fully supervised and says so in one line, and its saved config says so too."""
+    d = cfg.data
+    # a pool from elsewhere: another store, or the training split's unlabelled rows
+    if not cfg.loss.unlabeled or d.unlabeled_store is not None or d.unlabeled_pool != "split":
+        return cfg
+    store = FeatureStore(d.store)
+    if d.split_field not in store.fields or len(store.select(d.split_field, d.unlabeled_split)):
+        return cfg
+    log.warning(
+        "%s has no utterance with %s == %r (no unlabelled pool): training fully supervised "
+        "(loss.unlabeled: false)",
+        store.path,
+        d.split_field,
+        d.unlabeled_split,
+    )
+    supervised = cfg.model_copy(deep=True)
+    supervised.loss.unlabeled = False
+    return supervised
 
 
 def prepare_training_data(cfg: ExperimentConfig) -> TrainingData:
