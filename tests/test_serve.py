@@ -20,7 +20,9 @@ from emomatch.serve import ServeSettings, create_app, load_predictors
 from emomatch.serve.probe import media_type
 from tests.support.serve_fixtures import CLASSES, make_clip, running, tiny_bundle
 
-LIMITS = ServeSettings(max_upload_mb=1.0, max_seconds=8.0, queue=20, segment_seconds=2.0)
+LIMITS = ServeSettings(
+    max_upload_mb=1.0, max_seconds=8.0, queue=20, segment_seconds=2.0, max_windows=4
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,10 @@ def post(
     if clip is not None:
         kind = kw.pop("kind", None) or ("video/mp4" if clip.suffix == ".mp4" else "audio/wav")
         files = {"clip": (kw.pop("name", clip.name), clip.read_bytes(), kind)}
-    data = {"text": text} if text is not None else None
-    return httpx.post(f"{url}/predict", files=files, data=data, timeout=120)
+    data = {"text": text} if text is not None else {}
+    if "window" in kw:
+        data["window"] = str(kw.pop("window"))
+    return httpx.post(f"{url}/predict", files=files, data=data or None, timeout=120)
 
 
 def check_prediction(body: dict, modalities: list[str]) -> None:
@@ -270,3 +274,15 @@ def test_serve_command_refuses_a_missing_bundle(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "error:" in result.stderr and "nowhere" in result.stderr
+
+
+def test_a_request_chooses_the_window_width(url: str, clips: dict[str, Path]) -> None:
+    """The windows cover the whole clip, at the width the request asks for; one too narrow for
+    the clip (more windows than the service allows) or under 0.2 s is refused with 422."""
+    response = post(url, clips["long"], window=1.5)
+    assert response.status_code == 200, response.text
+    windows = [(s["start"], s["end"]) for s in response.json()["segments"]]
+    assert windows == [(0.0, 1.5), (1.5, 3.0), (3.0, 4.5), (4.5, 5.0)]
+    for width, says in ((0.1, "less than 0.2 s"), (1.0, "more than 4 windows")):
+        narrow = post(url, clips["long"], window=width)
+        assert narrow.status_code == 422 and says in narrow.json()["detail"], narrow.text

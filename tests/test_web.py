@@ -208,3 +208,5 @@ def test_the_page_offers_only_the_inputs_the_model_reads(browser) -> None:  # ty
         assert browser.find_element("id", "record-audio").is_displayed()
         assert not browser.find_element("id", "record-video").is_displayed()
         assert not browser.find_element("id", "transcript").is_displayed()
+        # the width of the windows of emotion over time starts at the service's and can change
+        assert float(browser.find_element("id", "window").get_attribute("value")) == 5.0

@@ -748,7 +748,7 @@ def predict(
         plot_over_time,
         predict_inputs,
     )
-    from emomatch.bundle.predictor import MIN_WINDOW_SECONDS
+    from emomatch.domain import MIN_WINDOW_SECONDS
     from emomatch.errors import WriteError
     from emomatch.files import atomic_write_text, describe_os_error
 
@@ -954,6 +954,9 @@ def serve(
     segment_seconds: Annotated[
         float, typer.Option(help="longer clips also get emotion over time in windows this wide")
     ] = 5.0,
+    max_windows: Annotated[
+        int, typer.Option(help="most windows a request's `window` may cut a clip into")
+    ] = 120,
     max_uploads: Annotated[int, typer.Option(help="uploads received at once (more get 503)")] = 32,
     max_connections: Annotated[int, typer.Option(help="open connections (more get 503)")] = 256,
     read_timeout: Annotated[
@@ -980,6 +983,7 @@ def serve(
             max_seconds=max_seconds,
             queue=queue,
             segment_seconds=segment_seconds,
+            max_windows=max_windows,
             max_uploads=max_uploads,
             max_connections=max_connections,
             read_timeout_s=read_timeout,

@@ -9,3 +9,9 @@ MODALITIES: tuple[str, ...] = ("acoustic", "visual", "lexical")
 #: checked without importing torch; their code registers under these names in
 #: :data:`emomatch.model.matching.MEASURES`, where a user's own measure can be added too
 BUILTIN_MEASURES: tuple[str, ...] = ("pairwise", "batch")
+
+#: narrowest window of emotion over time, seconds: shorter ones hold no syllable and no facial
+#: movement (the service's shortest clip), and an hour cut that fine is millions of windows; a
+#: stub this short at the end of a recording joins the window before it, so that the windows
+#: still cover the whole recording
+MIN_WINDOW_SECONDS = 0.2

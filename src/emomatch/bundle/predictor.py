@@ -18,6 +18,7 @@ from emomatch.bundle.format import Bundle, BundleError, read_bundle
 from emomatch.bundle.forward import BundleEnsemble
 from emomatch.bundle.postprocess import Prediction, to_predictions
 from emomatch.bundle.preprocess import Preprocessor, feature_inputs
+from emomatch.domain import MIN_WINDOW_SECONDS
 from emomatch.errors import DataError
 from emomatch.extract.base import Utterance
 
@@ -28,11 +29,6 @@ log = logging.getLogger(__name__)
 
 #: utterances extracted and classified together
 DEFAULT_BATCH = 16
-#: narrowest window of emotion over time, seconds: shorter ones hold no syllable and no facial
-#: movement (the service's shortest clip), and an hour cut that fine is millions of windows; a
-#: stub this short at the end of a recording joins the window before it, so that the windows
-#: still cover the whole recording
-MIN_WINDOW_SECONDS = 0.2
 
 #: a timed transcript: (start, end, text) per segment, seconds
 TimedText = Sequence[tuple[float, float, str]]

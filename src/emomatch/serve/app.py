@@ -13,6 +13,7 @@ answered 408 and its connection closed; every refusal is JSON, a 503 with ``Retr
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -29,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from emomatch.domain import __version__
+from emomatch.domain import MIN_WINDOW_SECONDS, __version__
 from emomatch.errors import DataError, EmomatchError
 from emomatch.serve.docs import add_offline_docs
 from emomatch.serve.gate import OVERSIZE, HostCheck, UploadGate
@@ -61,6 +62,9 @@ class ServeSettings:
     queue: int = 8
     #: clips longer than this also get emotion over time in windows of this width
     segment_seconds: float = 5.0
+    #: most windows of emotion over time one request may ask for (each is a prediction): a
+    #: narrower ``window`` than the clip allows is refused with 422
+    max_windows: int = 120
     #: longest transcript accepted, characters
     max_text_chars: int = 5000
     #: what a 503 answer tells clients to wait before trying again, seconds
@@ -93,7 +97,7 @@ class ServeSettings:
         for name in ("read_timeout_s", "upload_timeout_s"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_uploads", "max_connections", "max_frame_pixels"):
+        for name in ("max_uploads", "max_connections", "max_frame_pixels", "max_windows"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if problems:
@@ -272,10 +276,20 @@ def create_app(
         text: Annotated[str | None, Form(description="transcript of the clip, or text alone")] = (
             None
         ),
+        window: Annotated[
+            float | None,
+            Form(
+                description="width of the windows of emotion over time, seconds (default: the "
+                "service's segment width); a clip longer than one window gets them"
+            ),
+        ] = None,
     ) -> PredictionOut:
         """Predict the emotion of a clip, its transcript, or both."""
         if request.scope.get(OVERSIZE):
             raise HTTPException(413, f"upload larger than {settings.max_upload_mb:g} MB")
+        width = settings.segment_seconds if window is None else window
+        if not (math.isfinite(width) and width >= MIN_WINDOW_SECONDS):
+            raise HTTPException(422, f"window: {width:g} s, less than {MIN_WINDOW_SECONDS} s")
         text = (text or "").strip() or None
         if text is not None and len(text) > settings.max_text_chars:
             raise HTTPException(
@@ -315,16 +329,18 @@ def create_app(
                     path, settings.max_seconds, shown, max_pixels=settings.max_frame_pixels
                 )
             kwargs = _inputs(modalities, info, path, text)
-            long_clip = info is not None and info.seconds > settings.segment_seconds
+            long_clip = info is not None and info.seconds > width
+            if info is not None and long_clip and info.seconds / width > settings.max_windows:
+                raise UnusableClip(
+                    f"window: {width:g} s cuts this {info.seconds:.1f} s clip into more than "
+                    f"{settings.max_windows} windows; choose at least "
+                    f"{info.seconds / settings.max_windows:.2f} s"
+                )
             whole = predictor.predict(**kwargs)
             if whole.label is None:
                 reasons = "; ".join(f"{m}: {r}" for m, r in whole.missing.items())
                 raise DataError(f"nothing in the request could be used ({reasons})")
-            windows = (
-                predictor.predict_segments(**kwargs, width=settings.segment_seconds)
-                if long_clip
-                else []
-            )
+            windows = predictor.predict_segments(**kwargs, width=width) if long_clip else []
             return PredictionOut(
                 label=whole.label,
                 probabilities={k: float(v) for k, v in whole.probabilities.items()},

@@ -29,6 +29,7 @@ async function describeModel() {
       `${lim.max_seconds} s and ${lim.max_upload_mb} MB; longer than ` +
       `${lim.segment_seconds} s also get emotion over time.`;
     offerInputs(new Set(health.modalities));
+    $("window").value = lim.segment_seconds;
   } catch (err) {
     $("model").textContent = "The service does not answer /health.";
   }
@@ -134,6 +135,8 @@ async function predict(event) {
   if (file) form.append("clip", file, file.name);
   const text = $("text").value.trim();
   if (text) form.append("text", text);
+  const width = $("window").value.trim();
+  if (width) form.append("window", width);
   if (!file && !text) {
     showError("Choose or record a clip, or type a transcript.");
     return;
