@@ -289,15 +289,29 @@ def baseline(
     typer.echo(f"-> {run_dir / 'summary.json'}")
 
 
+def _assignments(
+    pairs: list[str] | None, what: str, form: str, empty: bool = False
+) -> list[tuple[str, str, str]]:
+    """The ``KEY=VALUE`` items of a repeatable option, in order, as (key, value, item): the key
+    stripped; an item without ``=``, without a key or (unless ``empty``) without a value is an
+    error naming the option and the expected ``form``."""
+    out = []
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not (empty or value.strip()):
+            raise EmomatchError(f"{what} {pair!r}: expected {form}")
+        out.append((key.strip(), value, pair))
+    return out
+
+
 def _key_values(pairs: list[str] | None, what: str) -> dict[str, dict[str, object]]:
     """``a.b=value`` pairs -> {a: {b: value}}, values read as YAML scalars (1, 0.5, true, x)."""
     import yaml
 
     out: dict[str, dict[str, object]] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
+    for key, value, pair in _assignments(pairs, what, "MODALITY.KEY=VALUE", empty=True):
         head, dot, name = key.partition(".")
-        if not sep or not dot or not head or not name:
+        if not dot or not head or not name:
             raise EmomatchError(f"{what} {pair!r}: expected MODALITY.KEY=VALUE")
         try:
             parsed = yaml.safe_load(value) if value else ""
@@ -382,12 +396,7 @@ def extract(
             raise EmomatchError(
                 "--transcripts and --labels go with a folder of clips, not a manifest"
             )
-        names = {}
-        for pair in extractor or []:
-            m, sep, name = pair.partition("=")
-            if not sep or not name:
-                raise EmomatchError(f"--extractor {pair!r}: expected MODALITY=NAME")
-            names[m] = name
+        names = {m: name for m, name, _ in _assignments(extractor, "--extractor", "MODALITY=NAME")}
         options = _key_values(option, "--option")
         unknown = sorted(set(options) - set(mods))
         if unknown:
@@ -463,13 +472,10 @@ def import_(
 
     try:
         mapping: dict[str, str] = {}
-        for pair in map_:
-            modality, sep, key = pair.partition("=")
-            if not sep or not modality.strip() or not key.strip():
-                raise EmomatchError(f"--map {pair!r}: expected MODALITY=KEY")
-            if modality.strip() in mapping:
-                raise EmomatchError(f"--map: modality {modality.strip()!r} given twice")
-            mapping[modality.strip()] = key.strip()
+        for modality, key, _ in _assignments(map_, "--map", "MODALITY=KEY"):
+            if modality in mapping:
+                raise EmomatchError(f"--map: modality {modality!r} given twice")
+            mapping[modality] = key.strip()
         summary = import_features(
             features,
             manifest,
@@ -556,12 +562,8 @@ def prepare(
     from emomatch.corpora import prepare_corpus
 
     try:
-        options: dict[str, object] = {}
-        for pair in option or []:
-            key, sep, value = pair.partition("=")
-            if not sep or not key:
-                raise EmomatchError(f"--option {pair!r}: expected KEY=VALUE")
-            options[key] = value
+        given = _assignments(option, "--option", "KEY=VALUE", empty=True)
+        options: dict[str, object] = {key: value for key, value, _ in given}
         prepared = prepare_corpus(corpus, root, out, **options)
     except (EmomatchError, KeyError) as exc:
         _fail(exc)
