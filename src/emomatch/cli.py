@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 
@@ -41,9 +43,27 @@ def _main(
     """Semi-supervised multimodal emotion recognition with cross-modal distribution matching."""
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def reports_errors(command: Command) -> Command:
+    """A command's errors the user can act on (:class:`EmomatchError`: a bad file, field or
+    option, named in the message) end it with one ``error:`` line and exit status 2, never a
+    traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EmomatchError as exc:
+            _fail(exc)
+
+    return cast(Command, run)
 
 
 def _check_outputs(outputs: list[Path | None], reads: list[Path | None]) -> None:
@@ -124,6 +144,7 @@ def _setup_logging() -> None:
 
 
 @app.command()
+@reports_errors
 def train(
     config: Annotated[Path, typer.Argument(help="YAML experiment config")],
     out: Annotated[
@@ -176,9 +197,6 @@ def train(
             )
             return
         metrics = train_and_report(cfg, run_dir, resume=resume, seeds=seeds)
-    except EmomatchError as exc:
-        _fail(exc)
-        return
     except OSError as exc:
         # a write the run could not make (full disk, read-only folder), said in one line
         from emomatch.files import describe_os_error
@@ -196,6 +214,7 @@ def train(
 
 
 @app.command()
+@reports_errors
 def resume(
     run: Annotated[Path, typer.Argument(help="run folder of an interrupted `emomatch train`")],
     threads: Threads = None,
@@ -204,18 +223,15 @@ def resume(
     --set overrides it was started with included); a finished run is read back."""
     _setup_logging()
     _share_machine(threads)
-    try:
-        from emomatch.rundir import RunFolder
-        from emomatch.runs import resume_run
+    from emomatch.rundir import RunFolder
+    from emomatch.runs import resume_run
 
-        metrics = resume_run(run, threads)
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    metrics = resume_run(run, threads)
     typer.echo(f"test {_scores(metrics)}  -> {RunFolder(run).metrics_path}")
 
 
 @app.command()
+@reports_errors
 def baseline(
     config: Annotated[Path, typer.Argument(help="YAML experiment config (as for train)")],
     out: Annotated[
@@ -250,32 +266,26 @@ def baseline(
     _setup_logging()
     from emomatch.config import load_config
 
-    try:
-        cfg = load_config(config, _share_machine(threads, set_))
-        if folds is not None and folds != "all":
-            raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
-        grid = None
-        if c_grid is not None:
-            try:
-                grid = [float(c) for c in c_grid.split(",") if c.strip()]
-            except ValueError:
-                raise EmomatchError(
-                    f"--c-grid {c_grid!r}: expected numbers like 0.01,1,100"
-                ) from None
-        from emomatch import baseline as bl
+    cfg = load_config(config, _share_machine(threads, set_))
+    if folds is not None and folds != "all":
+        raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
+    grid = None
+    if c_grid is not None:
+        try:
+            grid = [float(c) for c in c_grid.split(",") if c.strip()]
+        except ValueError:
+            raise EmomatchError(f"--c-grid {c_grid!r}: expected numbers like 0.01,1,100") from None
+    from emomatch import baseline as bl
 
-        run_dir = out or Path("runs") / config.stem / "baselines"
-        results = bl.run_baselines(
-            cfg,
-            run_dir,
-            folds="all" if folds == "all" else (fold or None),
-            models=model or tuple(bl.BASELINES),
-            c_grid=grid if grid is not None else bl.DEFAULT_C_GRID,
-            class_weight=class_weight or bl.DEFAULT_CLASS_WEIGHT,
-        )
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    run_dir = out or Path("runs") / config.stem / "baselines"
+    results = bl.run_baselines(
+        cfg,
+        run_dir,
+        folds="all" if folds == "all" else (fold or None),
+        models=model or tuple(bl.BASELINES),
+        c_grid=grid if grid is not None else bl.DEFAULT_C_GRID,
+        class_weight=class_weight or bl.DEFAULT_CLASS_WEIGHT,
+    )
     for name, m in results.items():
         if "folds" in m:
             typer.echo(
@@ -430,6 +440,7 @@ def extract(
 
 
 @app.command("import")
+@reports_errors
 def import_(
     features: Annotated[Path, typer.Argument(help="features file: .npz, .npy, .csv or .parquet")],
     manifest: Annotated[Path, typer.Option(help="manifest CSV/JSONL of the utterances")],
@@ -470,31 +481,28 @@ def import_(
     _setup_logging()
     from emomatch.importing import import_features, parse_split_rule
 
-    try:
-        mapping: dict[str, str] = {}
-        for modality, key, _ in _assignments(map_, "--map", "MODALITY=KEY"):
-            if modality in mapping:
-                raise EmomatchError(f"--map: modality {modality!r} given twice")
-            mapping[modality] = key.strip()
-        summary = import_features(
-            features,
-            manifest,
-            out,
-            mapping,
-            description=description,
-            id_key=id_key,
-            frame_column=frame_column,
-            classes=classes.split(",") if classes else None,
-            split_rules=[parse_split_rule(rule) for rule in split or []],
-            split_rest=split_rest,
-        )
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    mapping: dict[str, str] = {}
+    for modality, key, _ in _assignments(map_, "--map", "MODALITY=KEY"):
+        if modality in mapping:
+            raise EmomatchError(f"--map: modality {modality!r} given twice")
+        mapping[modality] = key.strip()
+    summary = import_features(
+        features,
+        manifest,
+        out,
+        mapping,
+        description=description,
+        id_key=id_key,
+        frame_column=frame_column,
+        classes=classes.split(",") if classes else None,
+        split_rules=[parse_split_rule(rule) for rule in split or []],
+        split_rest=split_rest,
+    )
     typer.echo(str(summary))
 
 
 @app.command()
+@reports_errors
 def transcribe(
     manifest: Annotated[Path, typer.Argument(help="manifest whose rows lack a transcript")],
     out: Annotated[Path, typer.Argument(help="new manifest (.csv or .jsonl); the input is kept")],
@@ -523,22 +531,18 @@ def transcribe(
     _setup_logging()
     from emomatch.extract.transcribe import transcribe_manifest
 
-    try:
-        summary = transcribe_manifest(
-            manifest,
-            out,
-            model=model,
-            only_empty=not all_rows,
-            language=language,
-            beam_size=beam_size,
-            device=device,
-            compute_type=compute_type,
-            progress=progress,
-            vad_filter=vad,
-        )
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    summary = transcribe_manifest(
+        manifest,
+        out,
+        model=model,
+        only_empty=not all_rows,
+        language=language,
+        beam_size=beam_size,
+        device=device,
+        compute_type=compute_type,
+        progress=progress,
+        vad_filter=vad,
+    )
     typer.echo(str(summary))
 
 
@@ -584,6 +588,7 @@ def prepare(
 
 
 @app.command()
+@reports_errors
 def evaluate(
     run: Annotated[
         Path,
@@ -617,32 +622,28 @@ def evaluate(
     _share_machine(threads)
     from emomatch.bundle.format import META_FILE
 
-    try:
-        if (run / META_FILE).is_file() or run.is_file():
-            if data is None:
-                raise EmomatchError(
-                    f"{run} is a model bundle: give the labelled clips to score it on "
-                    "(emomatch evaluate BUNDLE MANIFEST)"
-                )
-            from emomatch.bundle import load
-            from emomatch.bundle.apply import score_bundle
+    if (run / META_FILE).is_file() or run.is_file():
+        if data is None:
+            raise EmomatchError(
+                f"{run} is a model bundle: give the labelled clips to score it on "
+                "(emomatch evaluate BUNDLE MANIFEST)"
+            )
+        from emomatch.bundle import load
+        from emomatch.bundle.apply import score_bundle
 
-            metrics = score_bundle(load(run), data, split, progress)
-            path = None
-            if out is not None:
-                from emomatch.evaluation.report import write_report
+        metrics = score_bundle(load(run), data, split, progress)
+        path = None
+        if out is not None:
+            from emomatch.evaluation.report import write_report
 
-                path = write_report(out, metrics)
-        else:
-            if data is not None:
-                raise EmomatchError(f"{run} is a run folder: score another store with --store")
-            from emomatch.evaluation.predict import evaluate_run
+            path = write_report(out, metrics)
+    else:
+        if data is not None:
+            raise EmomatchError(f"{run} is a run folder: score another store with --store")
+        from emomatch.evaluation.predict import evaluate_run
 
-            # a --store made with other extractor settings than the run's is refused, naming one
-            metrics, path = evaluate_run(run, split, store, out)
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+        # a --store made with other extractor settings than the run's is refused, naming one
+        metrics, path = evaluate_run(run, split, store, out)
     if metrics.get("not_scored"):
         typer.echo(
             f"{metrics['not_scored']} clip(s) could not be used, e.g. "
@@ -653,6 +654,7 @@ def evaluate(
 
 
 @app.command()
+@reports_errors
 def export(
     run: Annotated[Path, typer.Argument(help="run folder written by `emomatch train`")],
     out: Annotated[Path, typer.Option(help="bundle folder to write (must not exist)")],
@@ -680,9 +682,6 @@ def export(
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         written = export_bundle(run, out, archive=archive, store=store)
-    except EmomatchError as exc:
-        _fail(exc)
-        return
     except KeyboardInterrupt:
         typer.echo(f"error: interrupted; nothing of {out} was kept: run it again", err=True)
         raise typer.Exit(130) from None
@@ -692,6 +691,7 @@ def export(
 
 
 @app.command()
+@reports_errors
 def predict(
     bundle: Annotated[Path, typer.Argument(help="model bundle (folder or archive)")],
     inputs: Annotated[
@@ -756,38 +756,34 @@ def predict(
 
     # faster-whisper logs every window it decodes
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
-    try:
-        if fmt not in ("csv", "json", "jsonl"):
-            raise EmomatchError(f"--format must be csv, json or jsonl, got {fmt!r}")
-        if segments is not None and not segments >= MIN_WINDOW_SECONDS:
-            raise EmomatchError(
-                f"--segments must be at least {MIN_WINDOW_SECONDS:g} seconds, got {segments}"
-            )
-        _check_outputs([out, plot], [bundle, *(inputs or []), transcripts])
-        found = gather_inputs(list(inputs or []), text, transcripts, segments)
-        for problem in found.problems[:20]:
-            typer.echo(f"  {problem}", err=True)
-        predictor = load(
-            bundle,
-            device=device,
-            options=_key_values(option, "--option"),
-            transcribe=asr,
-            batch_size=batch_size,
+    if fmt not in ("csv", "json", "jsonl"):
+        raise EmomatchError(f"--format must be csv, json or jsonl, got {fmt!r}")
+    if segments is not None and not segments >= MIN_WINDOW_SECONDS:
+        raise EmomatchError(
+            f"--segments must be at least {MIN_WINDOW_SECONDS:g} seconds, got {segments}"
         )
-        predictions = predict_inputs(predictor, found, text, transcripts, segments, progress)
-        rendered = format_predictions(predictions, predictor.labels, fmt)
-        if out is not None:
-            try:
-                atomic_write_text(out, rendered)
-            except OSError as exc:
-                raise WriteError(f"cannot write {out}: {describe_os_error(exc)}") from None
-        else:
-            typer.echo(rendered, nl=False)
-        if plot is not None:
-            plot_over_time(predictions, predictor.labels, plot)
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    _check_outputs([out, plot], [bundle, *(inputs or []), transcripts])
+    found = gather_inputs(list(inputs or []), text, transcripts, segments)
+    for problem in found.problems[:20]:
+        typer.echo(f"  {problem}", err=True)
+    predictor = load(
+        bundle,
+        device=device,
+        options=_key_values(option, "--option"),
+        transcribe=asr,
+        batch_size=batch_size,
+    )
+    predictions = predict_inputs(predictor, found, text, transcripts, segments, progress)
+    rendered = format_predictions(predictions, predictor.labels, fmt)
+    if out is not None:
+        try:
+            atomic_write_text(out, rendered)
+        except OSError as exc:
+            raise WriteError(f"cannot write {out}: {describe_os_error(exc)}") from None
+    else:
+        typer.echo(rendered, nl=False)
+    if plot is not None:
+        plot_over_time(predictions, predictor.labels, plot)
     no_text = [p for p in predictions if p.missing.get("lexical", "").startswith("no transcript")]
     if no_text:
         typer.echo(
@@ -806,6 +802,7 @@ def predict(
 
 
 @app.command()
+@reports_errors
 def demo(
     out: Annotated[Path, typer.Option(help="demo folder")] = Path("runs/demo"),
     seeds: Annotated[int, typer.Option(help="number of seeds per mode")] = 3,
@@ -821,18 +818,14 @@ def demo(
     _setup_logging()
     from emomatch.demo import format_table, run_demo
 
-    try:
-        summary = run_demo(
-            out,
-            seeds=range(seeds),
-            epochs=epochs,
-            progress=progress,
-            source=source,
-            workers=workers,
-        )
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    summary = run_demo(
+        out,
+        seeds=range(seeds),
+        epochs=epochs,
+        progress=progress,
+        source=source,
+        workers=workers,
+    )
     typer.echo(
         f"\nA+V+L on the {source} demo corpus, test split, mean ± std over {seeds} seeds (%):"
     )
@@ -841,6 +834,7 @@ def demo(
 
 
 @app.command("balance-unlabeled")
+@reports_errors
 def balance_unlabeled(
     store: Annotated[Path, typer.Argument(help="store holding the unlabeled pool")],
     model: Annotated[Path, typer.Option(help="run folder of a fully supervised model")],
@@ -852,26 +846,22 @@ def balance_unlabeled(
     """Pseudo-label an unlabeled pool and balance it to N per class (sub/over-sampling)."""
     _setup_logging()
     from emomatch.balance import balance_unlabeled as run
+    from emomatch.rundir import RunFolder
 
-    try:
-        from emomatch.rundir import RunFolder
-
-        result = run(
-            store,
-            RunFolder(model).scoring_checkpoints(),
-            out,
-            per_class,
-            seed=seed,
-            unlabeled_split=split,
-        )
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    result = run(
+        store,
+        RunFolder(model).scoring_checkpoints(),
+        out,
+        per_class,
+        seed=seed,
+        unlabeled_split=split,
+    )
     typer.echo(f"pseudo-labels before: {result['before']}")
     typer.echo(f"kept: {result['after']} ({result['windows']} windows) -> {out}")
 
 
 @app.command()
+@reports_errors
 def synth(
     out: Annotated[Path, typer.Argument(help="folder of the new feature store")],
     shapes: Annotated[
@@ -908,11 +898,7 @@ def synth(
         from emomatch.demo import DEMO_CORPUS
 
         corpus = DEMO_CORPUS
-    try:
-        store = write_synthetic_store(corpus, out)
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    store = write_synthetic_store(corpus, out)
     typer.echo(f"{len(store)} utterances -> {out}")
 
 
@@ -941,6 +927,7 @@ def info(store: Annotated[Path, typer.Argument(help="feature store folder")]) ->
 
 
 @app.command()
+@reports_errors
 def serve(
     bundle: Annotated[Path, typer.Argument(help="model bundle written by `emomatch export`")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -979,23 +966,21 @@ def serve(
     _setup_logging()
     from emomatch.serve import ServeSettings, run_server
 
-    try:
-        settings = ServeSettings(
-            max_upload_mb=max_upload_mb,
-            max_seconds=max_seconds,
-            queue=queue,
-            segment_seconds=segment_seconds,
-            max_windows=max_windows,
-            max_uploads=max_uploads,
-            max_connections=max_connections,
-            read_timeout_s=read_timeout,
-        )
-        run_server(bundle, host, port, workers, settings, device=device, transcribe=transcribe)
-    except EmomatchError as exc:
-        _fail(exc)
+    settings = ServeSettings(
+        max_upload_mb=max_upload_mb,
+        max_seconds=max_seconds,
+        queue=queue,
+        segment_seconds=segment_seconds,
+        max_windows=max_windows,
+        max_uploads=max_uploads,
+        max_connections=max_connections,
+        read_timeout_s=read_timeout,
+    )
+    run_server(bundle, host, port, workers, settings, device=device, transcribe=transcribe)
 
 
 @app.command()
+@reports_errors
 def experiment(
     name: Annotated[
         str,
@@ -1025,25 +1010,21 @@ def experiment(
     _setup_logging()
     from emomatch.experiments.spec import load_spec
 
-    try:
-        spec = load_spec(name)
-        if folds is not None and folds != "all":
-            raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
-        from emomatch.experiments import run_experiment
+    spec = load_spec(name)
+    if folds is not None and folds != "all":
+        raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
+    from emomatch.experiments import run_experiment
 
-        summary = run_experiment(
-            spec,
-            config,
-            out,
-            overrides=_share_machine(threads, set_),
-            folds="all" if folds == "all" else (fold or None),
-            seeds=seeds,
-            say=typer.echo,
-            command_line=" ".join(["emomatch", *sys.argv[1:]]),
-        )
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    summary = run_experiment(
+        spec,
+        config,
+        out,
+        overrides=_share_machine(threads, set_),
+        folds="all" if folds == "all" else (fold or None),
+        seeds=seeds,
+        say=typer.echo,
+        command_line=" ".join(["emomatch", *sys.argv[1:]]),
+    )
     head, body = summary["table"]["header"], summary["table"]["rows"]
     for line in [head, *body]:
         typer.echo("  " + " | ".join(line))
@@ -1051,6 +1032,7 @@ def experiment(
 
 
 @app.command()
+@reports_errors
 def report(
     runs: Annotated[
         list[Path],
@@ -1063,11 +1045,7 @@ def report(
     _setup_logging()
     from emomatch.experiments import write_experiment_report
 
-    try:
-        write_experiment_report(runs, out)
-    except EmomatchError as exc:
-        _fail(exc)
-        return
+    write_experiment_report(runs, out)
     typer.echo(f"-> {out / 'report.md'}, {out / 'report.html'}")
 
 
