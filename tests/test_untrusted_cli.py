@@ -79,6 +79,14 @@ def test_predict_out_onto_its_own_input_or_bundle_is_refused(tmp_path: Path) -> 
         assert "one of this command's inputs" in one_error(result)
     assert clip.read_bytes() == before
     assert (bundle / "bundle.json").read_text() == "{}"
+    # a folder of clips given: a clip in it is an input, a table beside them is not
+    folder = tmp_path
+    result = runner.invoke(app, ["predict", str(bundle), str(folder), "--out", str(clip)])
+    assert "one of this command's inputs" in one_error(result)
+    result = runner.invoke(
+        app, ["predict", str(bundle), str(folder), "--out", str(folder / "p.csv")]
+    )
+    assert "inputs" not in one_error(result)  # refused later, for the bundle: not for --out
     result = runner.invoke(
         app, ["predict", str(bundle), str(clip), "--out", str(tmp_path / "no" / "p.csv")]
     )
