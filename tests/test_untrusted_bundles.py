@@ -278,3 +278,18 @@ def test_predict_of_an_archive_padded_with_two_gib_of_zeros(bundle: Path, tmp_pa
     # shown with `pytest -s` (docs/reliability.md quotes it)
     print(f"predict_padded_archive_peak_rss_mb: {peak_kib / 1024:.0f}")
     assert peak_kib * 1024 < 1_000_000_000, peak_kib
+
+
+def test_serve_of_a_hostile_bundle_is_one_error(bundle: Path, tmp_path: Path) -> None:
+    """`emomatch serve` loads the bundle before it opens its port: the same checks, one line."""
+    from typer.testing import CliRunner
+
+    from emomatch.cli import app
+
+    folder = _copy(bundle, tmp_path)
+    _edit_meta(folder, lambda m: m["shapes"].__setitem__("acoustic", [2e9]))
+    result = CliRunner().invoke(app, ["serve", str(folder), "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "shapes.acoustic.0" in errors[0], result.output

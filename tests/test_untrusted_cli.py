@@ -220,3 +220,25 @@ def test_manifest_whose_every_file_is_missing_fails(tmp_path: Path) -> None:
     )
     line = one_error(result)
     assert f"none of the {len(df)} item(s)" in line and "errors.jsonl" in line
+
+
+def test_synth_on_a_full_disk_says_nothing_is_kept(tmp_path: Path, monkeypatch) -> None:
+    """A new store is written whole or not at all: the message must not promise kept parts."""
+    import numpy as np
+
+    real = np.save
+    calls = []
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "save", full)
+    out = tmp_path / "synth"
+    result = runner.invoke(app, ["synth", str(out)])
+    line = one_error(result)
+    assert "No space left on device" in line and f"nothing of {out} is kept" in line, line
+    assert "kept and a rerun" not in line
+    assert list(tmp_path.iterdir()) == []
