@@ -78,6 +78,14 @@ def test_predict_out_onto_its_own_input_or_bundle_is_refused(tmp_path: Path) -> 
         assert "one of this command's inputs" in one_error(result)
     assert clip.read_bytes() == before
     assert (bundle / "bundle.json").read_text() == "{}"
+    # a folder of clips given: a clip in it is an input, a table beside them is not
+    folder = tmp_path
+    result = runner.invoke(app, ["predict", str(bundle), str(folder), "--out", str(clip)])
+    assert "one of this command's inputs" in one_error(result)
+    result = runner.invoke(
+        app, ["predict", str(bundle), str(folder), "--out", str(folder / "p.csv")]
+    )
+    assert "inputs" not in one_error(result)  # refused later, for the bundle: not for --out
     result = runner.invoke(
         app, ["predict", str(bundle), str(clip), "--out", str(tmp_path / "no" / "p.csv")]
     )
@@ -211,3 +219,25 @@ def test_manifest_whose_every_file_is_missing_fails(tmp_path: Path) -> None:
     )
     line = one_error(result)
     assert f"none of the {len(df)} item(s)" in line and "errors.jsonl" in line
+
+
+def test_synth_on_a_full_disk_says_nothing_is_kept(tmp_path: Path, monkeypatch) -> None:
+    """A new store is written whole or not at all: the message must not promise kept parts."""
+    import numpy as np
+
+    real = np.save
+    calls = []
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "save", full)
+    out = tmp_path / "synth"
+    result = runner.invoke(app, ["synth", str(out)])
+    line = one_error(result)
+    assert "No space left on device" in line and f"nothing of {out} is kept" in line, line
+    assert "kept and a rerun" not in line
+    assert list(tmp_path.iterdir()) == []

@@ -66,9 +66,12 @@ def reports_errors(command: Command) -> Command:
     return cast(Command, run)
 
 
-def _check_outputs(outputs: list[Path | None], reads: list[Path | None]) -> None:
-    """Refuse an output file that is one of the command's inputs (or lies inside an input
-    folder, a bundle's), or whose folder does not exist: found before any work is done."""
+def _check_outputs(outputs: list[Path | None], bundle: Path, reads: list[Path | None]) -> None:
+    """Refuse an output file that would destroy what the command reads: one of its input
+    files, a clip inside an input folder, any file of the bundle; or whose folder does not
+    exist. Found before any work is done."""
+    from emomatch.corpora.folder import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+
     for out in outputs:
         if out is None:
             continue
@@ -77,11 +80,13 @@ def _check_outputs(outputs: list[Path | None], reads: list[Path | None]) -> None
             raise EmomatchError(f"cannot write {out}: the folder {out.parent} does not exist")
         if target.is_dir():
             raise EmomatchError(f"cannot write {out}: it is a folder; give a file name")
-        for given in reads:
+        clip = target.suffix.lower() in (*AUDIO_SUFFIXES, *VIDEO_SUFFIXES)
+        for given in [bundle, *reads]:
             if given is None:
                 continue
             source = given.resolve()
-            if target == source or source in target.parents:
+            inside = source in target.parents and (given == bundle or clip)
+            if target == source or inside:
                 raise EmomatchError(
                     f"{out} is one of this command's inputs ({given}); writing it would destroy "
                     "it: choose another file"
@@ -762,7 +767,7 @@ def predict(
         raise EmomatchError(
             f"--segments must be at least {MIN_WINDOW_SECONDS:g} seconds, got {segments}"
         )
-    _check_outputs([out, plot], [bundle, *(inputs or []), transcripts])
+    _check_outputs([out, plot], bundle, [*(inputs or []), transcripts])
     found = gather_inputs(list(inputs or []), text, transcripts, segments)
     for problem in found.problems[:20]:
         typer.echo(f"  {problem}", err=True)

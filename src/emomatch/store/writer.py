@@ -289,7 +289,16 @@ def new_store_folder(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise WriteError(f"cannot create the store {path}: {describe_os_error(exc)}") from None
     try:
-        yield tmp
+        try:
+            yield tmp
+        except WriteError as exc:
+            # The part writer's message promises that finished parts are kept for a rerun;
+            # here they lie in the temporary folder removed below: say what really happens.
+            said = str(exc).replace(str(tmp), str(path)).split("; the parts already written")[0]
+            raise WriteError(
+                f"{said}; nothing of {path} is kept (a new store is written whole or not at "
+                "all): run the command again"
+            ) from None
         os.chmod(tmp, 0o777 & ~umask_bits())
         try:
             # rename(2) replaces an empty folder and fails on a non-empty one: no check-then-act
