@@ -364,3 +364,14 @@ def test_visual_hf_image_model_encodes_faces_and_travels_by_provenance(tmp_path)
     assert asdict(built["visual"].spec()) == recorded
     with pytest.raises(DataError, match="needs visual.model"):
         FaceExtractor(encoder="hf")
+
+
+def test_hf_long_audio_goes_through_in_30_s_pieces(models) -> None:
+    ex = SpeechEncoderExtractor("hf", model=models["wav2vec2"], layer=-1)
+    backbone = ex._load()
+    signal = voiced(31.0)
+    whole = backbone.hidden_states(signal)
+    first = backbone._encode(signal[: 30 * SR])
+    second = backbone._encode(signal[30 * SR :])
+    assert len(whole[-1]) == len(first[-1]) + len(second[-1])
+    np.testing.assert_allclose(whole[-1][: len(first[-1])].numpy(), first[-1].numpy(), atol=1e-6)

