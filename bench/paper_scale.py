@@ -34,7 +34,7 @@ import torch
 
 from emomatch.config import DataConfig, ExperimentConfig, TrainConfig
 from emomatch.store import FeatureStore, ModalitySpec, StoreWriter
-from emomatch.store.format import new_store_folder
+from emomatch.store.writer import new_store_folder
 from emomatch.synthetic.features import PAPER_SHAPES
 from emomatch.training import fit, prepare_training_data
 

@@ -91,7 +91,7 @@ def throughput(
         rates.append(matmul_flops_per_s(matmul_n, reps=3))
     batch_s = statistics.median(times)
     rate, matmul = flops / batch_s, statistics.median(rates)
-    params = sum(p.numel() for p in predictor._members[0][0].parameters())
+    params = sum(p.numel() for p in predictor.ensemble.members[0][0].parameters())
     print(f"{name} dims {dict(shapes)}: {params / 1e6:.2f} M parameters (decoders unused)")
     print(
         f"  batch {batch}: {flops / batch / 1e9:.3f} GFLOP per utterance, median "
@@ -154,7 +154,7 @@ def clip_latency(reps: int) -> None:
         for name, times in stages.items():
             print(f"  {names.get(name, name):<52} {1e3 * statistics.median(times):8.1f} ms")
         print(f"  {'whole Predictor.predict':<52} {1e3 * statistics.median(whole):8.1f} ms")
-        from emomatch.extract.transcribe import Transcriber, asr_available
+        from emomatch.extract.asr import Transcriber, asr_available
 
         if asr_available():
             speech_to_text = Transcriber()

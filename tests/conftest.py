@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from emomatch.config import ExperimentConfig, config_from_dict
-from emomatch.synthetic import SyntheticCorpus, write_synthetic_store
+from emomatch.synthetic import write_synthetic_store
+from tests.support.builders import TINY_MODEL, TINY_SHAPES, make_config, tiny_corpus
+
+# re-exported for tests that import them from here
+__all__ = ["TINY_MODEL", "TINY_SHAPES", "make_config", "tiny_corpus"]
 
 # Property-based tests (tests/test_properties_*.py): a few dozen examples each in `make test`;
 # HYPOTHESIS_PROFILE=long runs thousands (see docs/reliability.md). No deadline: the machine
@@ -23,56 +25,6 @@ for _name, _examples in (("quick", 40), ("long", 2000)):
         suppress_health_check=[HealthCheck.too_slow],
     )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
-
-TINY_SHAPES = {"acoustic": (24,), "visual": (6, 12), "lexical": (5, 16)}
-TINY_MODEL = {
-    "latent_dim": 16,
-    "acoustic_hidden": [32],
-    "visual_hidden": [],
-    "lexical_hidden": [32],
-    "feedforward_dim": 32,
-    "classifier_hidden": [16],
-    "dropout": 0.1,
-}
-
-
-def tiny_corpus(**changes: Any) -> SyntheticCorpus:
-    base: dict[str, Any] = dict(
-        n_train=96,
-        n_validation=48,
-        n_test=64,
-        n_unlabeled=96,
-        shapes=dict(TINY_SHAPES),
-        noise={"acoustic": 0.6, "visual": 0.8, "lexical": 0.6},
-        uninformative={"acoustic": 0.0, "visual": 0.0, "lexical": 0.0},
-        separation=2.0,
-        seed=7,
-    )
-    base.update(changes)
-    return SyntheticCorpus(**base)
-
-
-def make_config(store: Path, **sections: dict[str, Any]) -> ExperimentConfig:
-    raw: dict[str, Any] = {
-        "seed": 0,
-        "data": {"store": str(store)},
-        "model": dict(TINY_MODEL),
-        "loss": {},
-        "train": {
-            "batch_size": 16,
-            "unlabeled_batch_size": 16,
-            "max_epochs": 3,
-            "progress_bar": False,
-            "accelerator": "cpu",
-            "devices": 1,
-        },
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict):
-            raw[key] = {**raw.get(key, {}), **value}
-        else:
-            raw[key] = value
-    return config_from_dict(raw, "test")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from emomatch.corpora import read_manifest, validate_manifest
 from emomatch.corpora.ami import WINDOWS_FILE, place_window, prepare_ami
 from emomatch.corpora.base import CORPORA
 from emomatch.errors import ConfigError, DataError
-from tests.ami_fixtures import AmiTree, make_ami_tree
+from tests.support.ami_fixtures import AmiTree, make_ami_tree
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from emomatch.data import select_split
 from emomatch.errors import ConfigError, DataError
 from emomatch.store import FeatureStore, ModalitySpec, StoreWriter
 from emomatch.synthetic import write_synthetic_store
-from tests.conftest import make_config, tiny_corpus
+from tests.support.builders import make_config, tiny_corpus
 
 runner = CliRunner()
 GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)

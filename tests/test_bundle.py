@@ -13,11 +13,11 @@ import pytest
 import emomatch
 from emomatch.bundle import BundleError, bundle_listing, read_bundle, write_archive
 from emomatch.errors import DataError, EmomatchError
-from emomatch.extract.provenance import check_provenance, first_difference
 from emomatch.runs import train_and_report
 from emomatch.store import FeatureStore
+from emomatch.store.provenance import check_provenance, first_difference
 from emomatch.synthetic import write_synthetic_store
-from tests.conftest import make_config, tiny_corpus
+from tests.support.builders import make_config, tiny_corpus
 
 
 @pytest.fixture(scope="module")

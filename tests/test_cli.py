@@ -5,7 +5,8 @@ import yaml
 from typer.testing import CliRunner
 
 from emomatch.cli import app
-from tests.conftest import TINY_MODEL
+from emomatch.rundir import METRICS_FILE, RunFolder
+from tests.support.builders import TINY_MODEL
 
 runner = CliRunner()
 
@@ -43,7 +44,7 @@ def test_train_then_evaluate(tiny_store, tmp_path) -> None:
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
     result = runner.invoke(app, ["evaluate", str(run), "--split", "validation"])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((RunFolder(run).evaluation_dir("validation") / METRICS_FILE).read_text())
     assert metrics["split"] == "validation" and {"wap", "ua", "confusion"} <= set(metrics)
 
 
@@ -85,7 +86,7 @@ def test_synth_and_info(tmp_path) -> None:
 
 def test_demo_writes_fully_and_semi_summary(tmp_path, monkeypatch) -> None:
     from emomatch import demo as demo_module
-    from tests.conftest import tiny_corpus
+    from tests.support.builders import tiny_corpus
 
     monkeypatch.setattr(demo_module, "DEMO_CORPUS", tiny_corpus())
     monkeypatch.setattr(demo_module, "DEMO_MODEL", TINY_MODEL)
@@ -102,6 +103,9 @@ def check_demo_summary(out, output: str) -> dict:
     assert summary["semi"]["runs"][0]["semi_supervised"] is True
     assert summary["fully"]["runs"][0]["semi_supervised"] is False
     assert "fully" in output and "semi" in output
+    for baseline in ("logreg", "linear_svm"):
+        assert 0.0 <= summary[baseline]["ua"] <= 1.0
+        assert baseline in output
     return summary
 
 
@@ -164,7 +168,7 @@ def test_two_process_ddp_on_cpu(tiny_store, tmp_path) -> None:
 
 def test_train_all_folds_from_the_command(tmp_path) -> None:
     from emomatch.synthetic import write_synthetic_store
-    from tests.conftest import tiny_corpus
+    from tests.support.builders import tiny_corpus
 
     store = tmp_path / "store"
     write_synthetic_store(tiny_corpus(speakers=4, folds=2), store)
@@ -225,3 +229,34 @@ def test_balance_unlabeled_pool(tiny_store, tmp_path) -> None:
         ],
     )
     assert again.exit_code == 2 and "already holds a store" in again.output
+
+
+def test_balance_unlabeled_with_an_ensemble_or_an_averaged_run(tiny_store, tmp_path) -> None:
+    """The pool is labelled by the model the run is scored with: the seeds' ensemble of a
+    ``--seeds`` run (which has no checkpoints/ of its own), the averaged ``selected.ckpt`` of a
+    ``train.average`` run (not its ``best.ckpt``)."""
+    from emomatch.store import FeatureStore
+
+    config = write_config(tmp_path, tiny_store, loss={"unlabeled": False})
+    seeds = tmp_path / "seeds"
+    result = runner.invoke(app, ["train", config, "--out", str(seeds), "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    averaged = tmp_path / "averaged"
+    result = runner.invoke(
+        app,
+        ["train", config, "--out", str(averaged)]
+        + ["--set", "train.average=2", "--set", "train.max_epochs=2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert (averaged / "checkpoints" / "selected.ckpt").is_file()
+    for run, expected in [
+        (seeds, [str(seeds / f"seed_{s}" / "checkpoints" / "best.ckpt") for s in (0, 1)]),
+        (averaged, str(averaged / "checkpoints" / "selected.ckpt")),
+    ]:
+        out = tmp_path / f"balanced-{run.name}"
+        args = ["balance-unlabeled", str(tiny_store), "--model", str(run), "--per-class", "10"]
+        result = runner.invoke(app, [*args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        balanced = FeatureStore(out)
+        assert (balanced.index["pseudo_label"].value_counts() == 10).all()
+        assert balanced.meta["info"]["model"] == expected

@@ -75,3 +75,13 @@ def test_recipe_configs_validate(name: str) -> None:
     assert cfg.data.store.name == "store"
     assert cfg.loss.unlabeled == (name == "iemocap_ami")
     assert ("visual" in cfg.data.modalities) == name.startswith("iemocap")
+
+
+def test_ravdess_recipe_and_paper_profile() -> None:
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config(configs / "ravdess.yaml")
+    assert cfg.data.unlabeled_pool == "train_rest" and cfg.loss.self_training
+    # the paper's profile runs the paper's L_u only
+    assert not load_config(configs / "paper.yaml").loss.self_training

@@ -11,9 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from emomatch.cli import app
-from tests.ami_fixtures import make_ami_tree
-from tests.conftest import TINY_MODEL
-from tests.corpus_fixtures import make_iemocap_tree, make_meld_tree
+from tests.support.ami_fixtures import make_ami_tree
+from tests.support.builders import TINY_MODEL
+from tests.support.corpus_fixtures import make_iemocap_tree, make_meld_tree
 
 runner = CliRunner()
 

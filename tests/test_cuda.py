@@ -19,7 +19,7 @@ from emomatch.model import EmotionModel
 from emomatch.model.losses import objective, stream_terms
 from emomatch.runs import train_and_report
 from emomatch.synthetic.features import random_inputs
-from tests.conftest import make_config
+from tests.support.builders import make_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 

@@ -239,7 +239,7 @@ def test_extract_cli_store_equals_what_the_predictor_computes(models, tmp_path) 
     from emomatch.runs import train_and_report
     from emomatch.store import FeatureStore
     from emomatch.synthetic.media import write_media_corpus
-    from tests.conftest import make_config
+    from tests.support.builders import make_config
 
     manifest = write_media_corpus(
         tmp_path / "media", per_class_labeled=3, unlabeled=0, seconds=1.0, classes=("a", "b")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from emomatch.config import load_config
 from emomatch.data import select_split
@@ -20,55 +19,7 @@ from emomatch.experiments.spec import row_configs
 from emomatch.store import FeatureStore
 from emomatch.training import fit
 from emomatch.training.prepare import prepare_training_data
-from tests.conftest import TINY_MODEL
-
-#: a two-row experiment: fully vs semi in one table row, baselines as columns
-TWO_ROWS = """
-title: fully vs semi (test)
-metrics: [wap, ua]
-paper_corpus: a test
-baselines: columns
-curve: {x: "labelled (%)", metric: ua}
-set:
-  data.modalities: [acoustic, lexical]
-rows:
-  - name: fully
-    label: A+L
-    column: fully
-    x: 100
-    set: {loss.unlabeled: false}
-    paper: {wap: 70.3, ua: 68.6}
-  - name: semi
-    label: A+L
-    column: semi
-    x: 100
-    set: {loss.unlabeled: true}
-    paper: {wap: 72.6, ua: 72.1}
-"""
-
-
-def write_base(folder: Path, store: Path, epochs: int = 1) -> Path:
-    raw = {
-        "data": {"store": str(store)},
-        "model": dict(TINY_MODEL),
-        "train": {
-            "batch_size": 16,
-            "unlabeled_batch_size": 16,
-            "max_epochs": epochs,
-            "progress_bar": False,
-            "accelerator": "cpu",
-            "devices": 1,
-        },
-    }
-    path = folder / "base.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-def write_spec(folder: Path, text: str = TWO_ROWS) -> Path:
-    path = folder / "two-rows.yaml"
-    path.write_text(text)
-    return path
+from tests.support.experiments import TWO_ROWS, write_base, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +92,8 @@ def test_rerun_skips_finished_runs(finished: Path, tiny_store, monkeypatch) -> N
     import emomatch.experiments.run as run_module
 
     calls: list[str] = []
-    monkeypatch.setattr(run_module, "train_and_report", lambda *a, **k: calls.append("t"))
+    monkeypatch.setattr(run_module, "resume_or_train", lambda *a, **k: calls.append("t"))
+    monkeypatch.setattr(run_module, "train_folds", lambda *a, **k: calls.append("f"))
     monkeypatch.setattr(run_module, "run_baselines", lambda *a, **k: calls.append("b"))
     before = {p: p.stat().st_mtime_ns for p in finished.rglob("metrics.json")}
     said: list[str] = []

@@ -16,7 +16,7 @@ from emomatch.corpora import prepare_corpus, read_manifest
 from emomatch.errors import DataError
 from emomatch.extract.mediawrite import write_video, write_wav
 from emomatch.store import FeatureStore
-from tests.conftest import TINY_MODEL
+from tests.support.builders import TINY_MODEL
 
 runner = CliRunner()
 SPLITS = ["train"] * 4 + ["validation"] * 2 + ["test"] * 2

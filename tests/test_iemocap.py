@@ -11,7 +11,7 @@ from emomatch.corpora import read_manifest, validate_manifest
 from emomatch.corpora.base import CORPORA
 from emomatch.corpora.iemocap import read_iemocap
 from emomatch.errors import DataError
-from tests.corpus_fixtures import IemocapTree, make_iemocap_tree
+from tests.support.corpus_fixtures import IemocapTree, make_iemocap_tree
 
 FOUR = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 

@@ -11,7 +11,7 @@ from emomatch.corpora import read_manifest, validate_manifest
 from emomatch.corpora.base import CORPORA
 from emomatch.corpora.meld import MELD_CLASSES, read_meld, repair_text
 from emomatch.errors import DataError
-from tests.corpus_fixtures import MELD_COLUMNS, MeldTree, make_meld_tree
+from tests.support.corpus_fixtures import MELD_COLUMNS, MeldTree, make_meld_tree
 
 SPLIT = {"train": "train", "dev": "validation", "test": "test"}
 

@@ -17,8 +17,8 @@ from emomatch.synthetic import write_synthetic_store
 from emomatch.training import module as module_file
 from emomatch.training.module import EmoMatchModule, drop_modalities
 from emomatch.training.prepare import prepare_training_data
-from tests.conftest import make_config, tiny_corpus
-from tests.test_resume import EPOCHS, CrashMidEpoch, assert_same_run, config, losses
+from tests.support.builders import make_config, tiny_corpus
+from tests.support.runs import EPOCHS, CrashMidEpoch, assert_same_run, config, losses
 
 MODS = ("acoustic", "visual", "lexical")
 

@@ -94,3 +94,29 @@ def test_keep_freed_memory_reports_whether_it_applied() -> None:
     assert isinstance(applied, bool)
     if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
         assert applied
+
+
+def test_autoencoder_follows_the_shape_not_the_name() -> None:
+    from emomatch.model import SequenceDAE, VectorDAE
+
+    cfg = ModelConfig(latent_dim=16, visual_hidden=[8], acoustic_hidden=[32], feedforward_dim=32)
+    # face action units as a vector, acoustic frames as a sequence
+    model = EmotionModel({"visual": (35,), "acoustic": (40, 24)}, 3, cfg)
+    assert isinstance(model.dae("visual"), VectorDAE)
+    assert isinstance(model.dae("acoustic"), SequenceDAE)
+    sizes = [
+        (m.in_features, m.out_features)
+        for m in model.dae("visual").encoder
+        if hasattr(m, "in_features")
+    ]
+    assert sizes == [(35, 8), (8, 16)]
+    inputs = {
+        "visual": (torch.randn(4, 35), torch.ones(4, dtype=torch.long)),
+        "acoustic": (torch.randn(4, 40, 24), torch.tensor([40, 12, 3, 1])),
+    }
+    out = model(inputs)
+    assert out.logits.shape == (4, 3)
+    assert out.reconstructions["visual"].shape == (4, 35)
+    assert out.reconstructions["acoustic"].shape == (4, 40, 24)
+    with pytest.raises(ConfigError, match="vectors"):
+        EmotionModel({"visual": (2, 3, 4)}, 3, cfg)

@@ -10,7 +10,7 @@ from emomatch.config import config_from_dict
 from emomatch.errors import ConfigError
 from emomatch.runs import train_and_report
 from emomatch.training.fit import precision_for
-from tests.conftest import make_config
+from tests.support.builders import make_config
 
 
 def _cfg(precision: str):

@@ -22,7 +22,7 @@ from emomatch.extract.run import build_extractors, run_extraction
 from emomatch.runs import train_and_report
 from emomatch.store import FeatureStore
 from emomatch.synthetic.media import write_media_corpus
-from tests.conftest import make_config
+from tests.support.builders import make_config
 
 runner = CliRunner()
 CLASSES = ("happy", "sad")
@@ -110,8 +110,10 @@ def test_manifest_is_batched_and_equals_clip_by_clip(media, predictor) -> None:
 
 def test_windows_over_a_recording(media, predictor) -> None:
     assert Predictor.windows(13.0, 5.0) == [(0.0, 5.0), (5.0, 10.0), (10.0, 13.0)]
-    # a last stub under half a window says too little to keep
-    assert Predictor.windows(12.0, 5.0) == [(0.0, 5.0), (5.0, 10.0)]
+    # the windows cover the whole recording: a short last window is kept, a stub too short to
+    # extract joins the window before it
+    assert Predictor.windows(12.0, 5.0) == [(0.0, 5.0), (5.0, 10.0), (10.0, 12.0)]
+    assert Predictor.windows(10.1, 5.0) == [(0.0, 5.0), (5.0, 10.1)]
     assert Predictor.windows(3.0, 5.0) == [(0.0, 3.0)]
     assert Predictor.windows(6.0, 4.0, hop=2.0) == [(0.0, 4.0), (2.0, 6.0), (4.0, 6.0)]
     audio = media["manifest"].parent / _row(media, "train_00000").audio
@@ -219,7 +221,7 @@ def test_cli_errors_are_one_line(media, tmp_path) -> None:
 
 
 def test_speech_to_text_fills_a_missing_transcript(media) -> None:
-    from emomatch.extract.transcribe import asr_available
+    from emomatch.extract.asr import asr_available
 
     if not asr_available():
         pytest.skip("faster-whisper and its bundled model are not installed (the asr extra)")
@@ -232,3 +234,77 @@ def test_speech_to_text_fills_a_missing_transcript(media) -> None:
         assert got.asr and "lexical" in got.modalities
     else:
         assert got.missing["lexical"] == "no transcript, and no speech found"
+
+
+def test_a_model_of_generated_clips_says_so_and_warns_on_other_media(
+    media, predictor, tmp_path, caplog
+) -> None:
+    import logging
+
+    from emomatch.bundle import read_bundle
+    from emomatch.extract.mediawrite import write_wav
+
+    bundle = read_bundle(media["bundle"])
+    record = bundle.meta["training_data"]
+    assert record["synthetic"] is True and record["classes"] == list(CLASSES)
+    assert "synthetic" in predictor.trained_on and "trained on synthetic data only" in bundle.card
+    recording = write_wav(
+        tmp_path / "mine.wav", 0.2 * np.random.default_rng(1).standard_normal(16000)
+    )
+    with caplog.at_level(logging.WARNING):
+        result = runner.invoke(
+            app, ["predict", str(media["bundle"]), str(recording), "--no-asr", "--no-progress"]
+        )
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if "synthetic data only" in r.getMessage()]
+    assert len(warned) == 1 and "emomatch synthetic clips" in warned[0]
+
+
+def test_predictor_is_callable_by_suffix_or_sentence(media, predictor) -> None:
+    row = _row(media, "train_00001")
+    folder = media["manifest"].parent
+    by_call = predictor(str(folder / row.audio))
+    assert by_call.probabilities == predictor.predict(audio=folder / row.audio).probabilities
+    assert (
+        predictor(folder / row.video).modalities
+        == predictor.predict(video=folder / row.video).modalities
+    )
+    assert (
+        predictor("What a day").probabilities == predictor.predict(text="What a day").probabilities
+    )
+    with pytest.raises(DataError, match="not a video or audio file name"):
+        predictor(Path("notes.txt"))
+
+
+def test_a_prediction_manifest_needs_only_id_and_one_input(media, predictor, tmp_path) -> None:
+    folder = media["manifest"].parent
+    row = _row(media, "train_00000")
+    manifest = tmp_path / "few.csv"
+    manifest.write_text(f"id,audio\nclip,{folder / row.audio}\n")
+    (got,) = predictor.predict_manifest(manifest)
+    assert got.label in CLASSES and got.modalities == ["acoustic"]
+    only_text = tmp_path / "text.jsonl"
+    only_text.write_text('{"id": "s", "text": "What a day"}\n')
+    assert predictor.predict_manifest(only_text)[0].modalities == ["lexical"]
+    nothing = tmp_path / "ids.csv"
+    nothing.write_text("id,speaker\nx,y\n")
+    with pytest.raises(DataError, match="audio, video or text"):
+        predictor.predict_manifest(nothing)
+
+
+def test_evaluate_a_bundle_on_labelled_clips_and_on_a_store(media) -> None:
+    labelled = pd.read_csv(media["manifest"], keep_default_na=False)
+    n = int((labelled["label"] != "").sum())
+    result = runner.invoke(
+        app, ["evaluate", str(media["bundle"]), str(media["manifest"]), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "WAP" in result.output and f"n={n}" in result.output
+    on_store = runner.invoke(
+        app, ["evaluate", str(media["bundle"]), str(media["store"]), "--split", "test"]
+    )
+    assert on_store.exit_code == 0, on_store.output
+    tests = int((labelled["split"] == "test").sum())
+    assert f"n={tests}" in on_store.output
+    without = runner.invoke(app, ["evaluate", str(media["bundle"])])
+    assert without.exit_code == 2 and "labelled clips" in without.output

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from emomatch.cli import app
 from emomatch.corpora.ami import prepare_ami, read_meetings, read_words
-from emomatch.corpora.folder import _read_transcripts, read_folder
+from emomatch.corpora.folder import read_folder, read_transcripts
 from emomatch.corpora.iemocap import (
     IEMOCAP_CODES,
     parse_evaluation,
@@ -36,8 +36,8 @@ from emomatch.corpora.iemocap import (
 from emomatch.corpora.manifest import read_manifest
 from emomatch.corpora.meld import MELD_CLASSES, read_meld, read_meld_csv, repair_text
 from emomatch.errors import DataError, EmomatchError
-from tests.corpus_fixtures import MELD_COLUMNS
-from tests.property_helpers import plain_cell, scratch
+from tests.support.corpus_fixtures import MELD_COLUMNS
+from tests.support.property_helpers import plain_cell, scratch
 
 runner = CliRunner()
 
@@ -517,7 +517,7 @@ def test_transcripts_read_back_what_was_written(table, newline: str, bom: bool) 
     with scratch() as folder:
         path = folder / "t.csv"
         path.write_bytes((codecs.BOM_UTF8 if bom else b"") + transcript_csv(header, rows, newline))
-        found, problems = _read_transcripts(path)
+        found, problems = read_transcripts(path)
     assert found == {
         row[0]: {name: value.strip() for name, value in zip(header, row, strict=True)}
         for row in rows
@@ -542,7 +542,7 @@ def test_transcripts_read_or_one_clear_error(table, edits, truncate, raw, data) 
         path = folder / "t.csv"
         path.write_bytes(data)
         try:
-            _, problems = _read_transcripts(path)
+            _, problems = read_transcripts(path)
         except DataError as exc:
             assert_clear(exc, path)
             return
@@ -566,7 +566,7 @@ def test_transcript_row_that_is_not_utf8_names_file_line_and_field(texts, which)
         path = folder / "t.csv"
         path.write_bytes(b"\r\n".join(lines))
         with pytest.raises(DataError) as caught:
-            _read_transcripts(path)
+            read_transcripts(path)
     assert str(caught.value) == (
         f"transcript file {path}: line {which + 2}, text: byte 0xe9 is not UTF-8 (save the "
         "file as UTF-8, e.g. iconv -f cp1252 -t utf-8)"

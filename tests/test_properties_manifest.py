@@ -25,7 +25,7 @@ from emomatch.corpora.manifest import (
     write_manifest,
 )
 from emomatch.errors import DataError
-from tests.property_helpers import plain_cell, scratch
+from tests.support.property_helpers import plain_cell, scratch
 
 SUFFIXES = ("csv", "jsonl")
 HEADER = ",".join(MANIFEST_COLUMNS)

@@ -13,8 +13,8 @@ from emomatch.cli import app
 from emomatch.errors import DataError
 from emomatch.experiments import load_spec, run_experiment, write_experiment_report
 from emomatch.runs import train_and_report
-from tests.conftest import make_config
-from tests.test_experiment import write_base, write_spec
+from tests.support.builders import make_config
+from tests.support.experiments import write_base, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,10 @@ def test_markdown_has_the_table_the_paper_column_and_the_baselines(experiment: P
     for figure in re.findall(r"\(figures/([^)]+\.png)\)", text):
         assert (experiment / "figures" / figure).stat().st_size > 1000
     assert "figures/curve.png" in text
-    assert "figures/loss-semi.png" in text and "figures/confusion-fully.png" in text
+    assert "figures/loss-semi.png" in text and "figures/confusion-matrices.png" in text
+    assert "confusion-fully" not in text, "one grid of small multiples, not a figure per row"
+    # the runs table's "seeds" column: how many, then which
+    assert any(line.startswith("| semi |") and "| 1 (" in line for line in _table(text))
     assert "config of semi" in text and '"torch"' in text
 
 
@@ -62,8 +65,8 @@ def test_html_is_self_contained(experiment: Path) -> None:
     page = (experiment / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    # two confusion matrices, two loss figures, one curve; none refers to a file
-    assert len(images) == 5
+    # one grid of confusion matrices, two loss figures, one curve; none refers to a file
+    assert len(images) == 4
     assert all(src.startswith("data:image/png;base64,") for src in images)
     assert "<th>fully paper WAP / UA</th>" in page
     assert "<td>70.3 / 68.6</td>" in page
@@ -122,3 +125,29 @@ def test_experiment_command_runs_and_reports(tiny_store: Path, tmp_path) -> None
     assert manifest["overrides"] == ["seed=3"]
     bad = CliRunner().invoke(app, ["experiment", "nosuch", str(base), "--out", str(out)])
     assert bad.exit_code == 2 and "unknown experiment 'nosuch'" in bad.output
+
+
+def test_confusion_matrices_are_small_multiples() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from emomatch.evaluation.report import confusion_grid_png, confusion_png
+
+    classes = ["angry", "happy", "neutral", "sad"]
+    cm = np.eye(4).tolist()
+    grid = Image.open(io.BytesIO(confusion_grid_png([(f"row {i}", cm) for i in range(6)], classes)))
+    one = Image.open(io.BytesIO(confusion_png(cm, classes)))
+    # six rows in two lines of four panels: less tall than two full-size matrices stacked
+    assert grid.size[1] < 2 * one.size[1] and grid.size[0] > one.size[0]
+
+
+def test_experiment_whose_rows_all_score_the_same_is_flagged() -> None:
+    from emomatch.experiments.run import all_rows_alike
+
+    same = {"wap": 0.25, "ua": 0.25, "wa": 0.5, "weighted_f1": 0.3, "macro_f1": 0.2}
+    assert "scored the same" in all_rows_alike({"rows": {"a": same, "b": dict(same)}})
+    other = {**same, "ua": 0.3}
+    assert all_rows_alike({"rows": {"a": same, "b": other}}) is None
+    assert all_rows_alike({"rows": {"a": same}}) is None

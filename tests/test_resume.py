@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -15,46 +14,15 @@ from pytorch_lightning.callbacks import Callback
 from emomatch.errors import EmomatchError
 from emomatch.runs import train_and_report
 from emomatch.training.persist import checkpoint_epoch
-from tests.conftest import make_config
-
-EPOCHS = 5
-FINAL_KEYS = ("wap", "ua", "wa", "weighted_f1", "macro_f1", "confusion", "best_epoch")
-
-
-def history(run: Path) -> dict[int, dict[str, str]]:
-    """Per-epoch rows of logs/metrics.csv, train and validation rows merged by epoch."""
-    out: dict[int, dict[str, str]] = {}
-    with open(run / "logs" / "metrics.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            epoch = int(row["epoch"])
-            for key, value in row.items():
-                if value not in ("", None) and key not in ("step",):
-                    out.setdefault(epoch, {})[key] = value
-    return out
-
-
-def losses(run: Path) -> list[str]:
-    rows = history(run)
-    return [rows[e]["train/loss"] for e in sorted(rows)]
-
-
-def config(store: Path, norm_first: bool, epochs: int = EPOCHS, **train):
-    return make_config(
-        store,
-        model={"norm_first": norm_first, "dropout": 0.2},
-        train={"max_epochs": epochs, "schedule": "constant", **train},
-    )
-
-
-class CrashMidEpoch(Callback):
-    """Raises in the middle of an epoch (after some steps), like a crash or Ctrl-C."""
-
-    def __init__(self, epoch: int, batch: int) -> None:
-        self.epoch, self.batch = epoch, batch
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            raise RuntimeError("simulated crash")
+from tests.support.builders import make_config
+from tests.support.runs import (
+    FINAL_KEYS,
+    CrashMidEpoch,
+    assert_same_run,
+    config,
+    history,
+    losses,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +32,6 @@ def straight(tiny_store, tmp_path_factory) -> dict[bool, tuple[dict, Path]]:
         run = tmp_path_factory.mktemp("straight") / f"norm_first_{norm_first}"
         out[norm_first] = (train_and_report(config(tiny_store, norm_first), run), run)
     return out
-
-
-def assert_same_run(resumed: dict, run: Path, reference: tuple[dict, Path]) -> None:
-    expected, expected_run = reference
-    assert losses(run) == losses(expected_run)
-    assert len(losses(run)) == EPOCHS  # resuming kept every epoch's row
-    assert history(run) == history(expected_run)
-    for key in FINAL_KEYS:
-        assert resumed[key] == expected[key], key
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
@@ -188,7 +147,7 @@ class CrashInFold(Callback):
 def test_resume_of_folds_keeps_finished_folds_and_every_log_row(tmp_path) -> None:
     from emomatch.runs import train_folds
     from emomatch.synthetic import write_synthetic_store
-    from tests.conftest import tiny_corpus
+    from tests.support.builders import tiny_corpus
 
     store = tmp_path / "store"
     write_synthetic_store(tiny_corpus(speakers=6, folds=3), store)

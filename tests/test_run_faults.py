@@ -19,7 +19,7 @@ from emomatch.errors import ConfigError, DataError, LockedError
 from emomatch.runs import train_and_report
 from emomatch.store import FeatureStore
 from emomatch.synthetic import write_synthetic_store
-from tests.conftest import make_config, tiny_corpus
+from tests.support.builders import make_config, tiny_corpus
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ import pytest
 from emomatch.errors import EmomatchError
 from emomatch.serve import ServeSettings, create_app, load_predictors
 from emomatch.serve.probe import media_type
-from tests.serve_fixtures import CLASSES, make_clip, running, tiny_bundle
+from tests.support.serve_fixtures import CLASSES, make_clip, running, tiny_bundle
 
 LIMITS = ServeSettings(max_upload_mb=1.0, max_seconds=8.0, queue=20, segment_seconds=2.0)
 

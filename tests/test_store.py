@@ -116,24 +116,24 @@ def test_a_part_that_cannot_be_read_now_is_never_dropped(tmp_path, monkeypatch) 
     """Permissions or an I/O error are not damage: the writer stops instead of repairing."""
     import errno
 
-    from emomatch.store import format as store_format
-    from emomatch.store.format import PartUnreadableError
+    from emomatch.store import parts as store_parts
+    from emomatch.store.spec import PartUnreadableError
 
     with StoreWriter(tmp_path / "s", ["a", "b"], SPECS) as writer:
         writer.write_part(*part(["u0", "u1"]))
-    real = store_format.open_array
+    real = store_parts.open_array
 
     def denied(file, *args, **kwargs):
         if str(file).endswith("lexical.npy"):
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(store_format, "open_array", denied)
+    monkeypatch.setattr(store_parts, "open_array", denied)
     with pytest.raises(PartUnreadableError, match="cannot read .*lexical.npy: Permission denied"):
         StoreWriter(tmp_path / "s", ["a", "b"], SPECS)
     with pytest.raises(StoreError, match="Permission denied"):
         FeatureStore(tmp_path / "s")
-    monkeypatch.setattr(store_format, "open_array", real)
+    monkeypatch.setattr(store_parts, "open_array", real)
     assert len(FeatureStore(tmp_path / "s")) == 2
 
 

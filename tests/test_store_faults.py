@@ -30,38 +30,16 @@ from emomatch.errors import DataError, LockedError, StoreError, WorkerError, Wri
 from emomatch.extract.run import run_extraction
 from emomatch.files import atomic_path, atomic_write_text, hold_lock, lock_holder
 from emomatch.store import FeatureStore
-from emomatch.store.format import StoreDamagedError
-from tests.extract_fakes import HashedWords, WavStats
-from tests.store_faults_driver import register
-from tests.test_extract_run import make_manifest
+from emomatch.store.spec import StoreDamagedError
+from tests.support.extract_fakes import HashedWords, WavStats
+from tests.support.manifests import make_manifest
+from tests.support.store_faults_driver import extract_args, register
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = os.environ.get("EMOMATCH_LONG_FAULTS") == "1"
 N_ITEMS = 40  # 36 extractable, 4 bad (see make_manifest)
-DRIVER = "import tests.store_faults_driver as d; d.main()"
+DRIVER = "import tests.support.store_faults_driver as d; d.main()"
 runner = CliRunner()
-
-
-def extract_args(manifest: Path, out: Path, delay: float = 0.02, workers: int = 2) -> list[str]:
-    return [
-        "extract",
-        str(manifest),
-        "--out",
-        str(out),
-        "--modalities",
-        "acoustic,lexical",
-        "--extractor",
-        "acoustic=slow-wavstats",
-        "--extractor",
-        "lexical=hashed-words",
-        "--option",
-        f"acoustic.delay={delay}",
-        "--workers",
-        str(workers),
-        "--chunk-size",
-        "2",
-        "--no-progress",
-    ]
 
 
 def start(args: list[str]) -> subprocess.Popen[str]:

@@ -14,7 +14,7 @@ from emomatch.evaluation import evaluate_checkpoint
 from emomatch.runs import train_and_report
 from emomatch.store import FeatureStore
 from emomatch.synthetic import write_synthetic_store
-from tests.conftest import make_config, tiny_corpus
+from tests.support.builders import make_config, tiny_corpus
 
 REQUIRED_KEYS = {"wap", "ua", "wa", "weighted_f1", "macro_f1", "confusion"}
 

@@ -18,7 +18,7 @@ from emomatch.model import EmotionModel, Normalizer
 from emomatch.model.losses import stream_terms
 from emomatch.store import FeatureStore, ModalitySpec, StoreWriter
 from emomatch.training.prepare import prepare_training_data
-from tests.conftest import make_config
+from tests.support.builders import make_config
 
 CLASSES = ["ang", "hap", "sad"]
 SPLITS = {"train": 12, "validation": 6, "test": 6, "unlabeled": 9}

@@ -11,11 +11,12 @@ import torch
 
 from emomatch.errors import ConfigError
 from emomatch.evaluation import evaluate_checkpoint, load_checkpoint, predict_split
-from emomatch.runs import run_checkpoints, train_and_report
+from emomatch.rundir import RunFolder
+from emomatch.runs import train_and_report
 from emomatch.training.module import lr_scale
 from emomatch.training.prepare import labeled_batch_size, prepare_training_data
-from tests.conftest import make_config
-from tests.test_resume import history
+from tests.support.builders import make_config
+from tests.support.runs import history
 
 
 def test_warm_up_then_cosine_reaches_zero_at_the_budget() -> None:
@@ -82,7 +83,7 @@ def test_checkpoint_averaging_averages_the_best_epochs(tiny_store, tmp_path) -> 
     assert not torch.equal(states[0][key], states[1][key])
     assert averaged["averaged_epochs"] == metrics["averaged_epochs"]
     assert len(metrics["averaged_epochs"]) == 3
-    assert run_checkpoints(tmp_path / "run") == [ckdir / "selected.ckpt"]
+    assert RunFolder(tmp_path / "run").scoring_checkpoints() == [ckdir / "selected.ckpt"]
 
 
 def test_small_training_split_gets_smaller_batches(tiny_store) -> None:
@@ -102,7 +103,7 @@ def test_seed_ensemble_scores_the_mean_probability(tiny_store, tmp_path) -> None
     assert metrics["per_seed"]["ua"] == pytest.approx(np.mean(per_seed))
     assert metrics["per_seed"]["ua_std"] == pytest.approx(np.std(per_seed))
     # the ensemble's confusion comes from the averaged probabilities, recomputed here
-    checkpoints = run_checkpoints(tmp_path / "ens")
+    checkpoints = RunFolder(tmp_path / "ens").scoring_checkpoints()
     assert len(checkpoints) == 3
     from emomatch.data import select_split
     from emomatch.store import FeatureStore
@@ -157,7 +158,7 @@ def test_seeds_and_evaluate_from_the_command(tiny_store, tmp_path) -> None:
 
 def test_several_validation_and_test_speakers(tmp_path) -> None:
     from emomatch.synthetic import write_synthetic_store
-    from tests.conftest import tiny_corpus
+    from tests.support.builders import tiny_corpus
 
     store = tmp_path / "store"
     write_synthetic_store(tiny_corpus(n_unlabeled=0), store)
@@ -188,3 +189,45 @@ def test_test_split_may_not_overlap_training_or_validation(tiny_store) -> None:
         make_config(tiny_store, data={"train_split": ["train", "test"]})
     with pytest.raises(ConfigError, match="empty list"):
         make_config(tiny_store, data={"validation_split": []})
+
+
+def test_prediction_terms_threshold_and_teacher_without_gradient() -> None:
+    from emomatch.config import LossConfig, ModelConfig
+    from emomatch.model import EmotionModel
+    from emomatch.model.losses import prediction_terms
+
+    torch.manual_seed(0)
+    model = EmotionModel({"acoustic": (6,), "visual": (5,)}, 3, ModelConfig(latent_dim=4))
+    inputs = {
+        m: (torch.randn(8, d), torch.ones(8, dtype=torch.long))
+        for m, d in (("acoustic", 6), ("visual", 5))
+    }
+    gen = torch.Generator().manual_seed(0)
+    none = prediction_terms(model, inputs, LossConfig(pseudo_threshold=1.0), gen)
+    assert float(none["pseudo"]) == 0.0  # an untrained model is never that sure
+    cfg = LossConfig(pseudo_threshold=0.0, consistency_weight=2.0, view_noise=0.0)
+    model.eval()  # no dropout: the student's clean view is the teacher's
+    parts = prediction_terms(model, inputs, cfg, gen)
+    logits = model(inputs, reconstruct=False).logits
+    expected = torch.nn.functional.cross_entropy(logits, logits.argmax(1))
+    assert float(parts["pseudo"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(parts["consistency"]) == pytest.approx(0.0, abs=1e-10)
+    parts["pseudo"].backward()
+    assert all(p.grad is not None for p in model.classifier.parameters())
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        {"pseudo_threshold": 0.7, "view_modality_dropout": 0.3},
+        {"consistency_weight": 1.0, "ema_decay": 0.9},
+    ],
+    ids=["pseudo-labels", "ema-consistency"],
+)
+def test_unlabelled_prediction_terms_train(tiny_store, tmp_path, loss) -> None:
+    cfg = make_config(tiny_store, loss=loss, train={"max_epochs": 4})
+    metrics = train_and_report(cfg, tmp_path / "run")
+    assert metrics["ua"] > 0.5  # four classes: chance is 0.25
+    logged = history(tmp_path / "run")
+    key = "train/pseudo" if "pseudo_threshold" in loss else "train/consistency"
+    assert all(key in row for row in logged.values())

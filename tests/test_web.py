@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serve_fixtures import CLASSES, free_port, make_clip, tiny_bundle
+from tests.support.serve_fixtures import CLASSES, free_port, make_clip, tiny_bundle
 
 INSTALL = "apt-get install chromium chromium-driver (make test does it when run as root)"
 
@@ -183,3 +183,28 @@ def test_record_and_predict(site: str, browser, button: str, used: str) -> None:
     browser.find_element("id", "predict").click()
     assert result_label(browser, wait) in CLASSES
     assert browser.find_element("id", "used").text.startswith(f"from {used}")
+
+
+class AcousticOnly:
+    """A predictor of voice alone (the page must not offer a camera or a transcript box)."""
+
+    labels = CLASSES
+    modalities = ["acoustic"]
+
+    def predict(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError("the page only describes the model here")
+
+    def predict_segments(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError("the page only describes the model here")
+
+
+def test_the_page_offers_only_the_inputs_the_model_reads(browser) -> None:  # type: ignore[no-untyped-def]
+    from emomatch.serve import ServeSettings, create_app
+    from tests.support.serve_fixtures import running
+
+    with running(create_app([AcousticOnly()], ServeSettings())) as url:
+        open_page(browser, url)
+        assert "reads acoustic" in browser.find_element("id", "model").text
+        assert browser.find_element("id", "record-audio").is_displayed()
+        assert not browser.find_element("id", "record-video").is_displayed()
+        assert not browser.find_element("id", "transcript").is_displayed()

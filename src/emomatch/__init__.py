@@ -19,9 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-MODALITIES: tuple[str, ...] = ("acoustic", "visual", "lexical")
+from emomatch.domain import MODALITIES, __version__
 
 if TYPE_CHECKING:
     from emomatch.bundle import Prediction, Predictor
@@ -78,17 +76,19 @@ def train(
         ExperimentConfig,
         config_from_dict,
         load_config,
+        merge_dicts,
         parse_overrides,
     )
-    from emomatch.config import _merge as merge
     from emomatch.runs import train_and_report
 
     if isinstance(config, ExperimentConfig):
         raw = config.model_dump(mode="json")
-        cfg = config_from_dict(merge(raw, parse_overrides(list(overrides))), "config")
+        cfg = config_from_dict(merge_dicts(raw, parse_overrides(list(overrides))), "config")
         name = "run"
     elif isinstance(config, Mapping):
-        cfg = config_from_dict(merge(dict(config), parse_overrides(list(overrides))), "config")
+        cfg = config_from_dict(
+            merge_dicts(dict(config), parse_overrides(list(overrides))), "config"
+        )
         name = "run"
     else:
         cfg = load_config(config, list(overrides))
@@ -109,6 +109,11 @@ def evaluate(
     from emomatch.evaluation.predict import evaluate_run
 
     return evaluate_run(run, split, store, out)[0]
+
+
+def __dir__() -> list[str]:
+    # the public API only: not the names this module imports for its own use
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ stays unlabeled for training.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from emomatch.data import select_split
 from emomatch.errors import DataError
 from emomatch.evaluation import load_checkpoint, predict_split
 from emomatch.store import FeatureStore, StoreWriter
-from emomatch.store.format import new_store_folder
+from emomatch.store.writer import new_store_folder
 
 
 def balanced_rows(pseudo: np.ndarray, per_class: int, num_classes: int, seed: int) -> np.ndarray:
@@ -38,7 +39,7 @@ def balanced_rows(pseudo: np.ndarray, per_class: int, num_classes: int, seed: in
 
 def balance_unlabeled(
     store_path: str | Path,
-    checkpoint: str | Path,
+    checkpoints: str | Path | Sequence[str | Path],
     out: str | Path,
     per_class: int,
     split_field: str = "split",
@@ -46,7 +47,11 @@ def balance_unlabeled(
     seed: int = 0,
     part_size: int = 4096,
 ) -> dict[str, Any]:
-    """Write a new store holding the balanced pool; returns counts before and after."""
+    """Write a new store holding the balanced pool; returns counts before and after.
+
+    ``checkpoints`` is the model that pseudo-labels the pool: one checkpoint, or several (the
+    seeds of an ensemble, :meth:`RunFolder.scoring_checkpoints`) whose probabilities are
+    averaged as ``emomatch evaluate`` averages them."""
     if per_class < 1:
         raise DataError(f"--per-class must be at least 1, got {per_class}")
     out = Path(out)
@@ -54,7 +59,14 @@ def balance_unlabeled(
         raise DataError(f"{out} already holds a store; choose another --out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} already exists and is not an empty folder; choose another --out")
-    module = load_checkpoint(checkpoint)
+    paths = [Path(checkpoints)] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    if not paths:
+        raise DataError("balancing needs a model: no checkpoint given")
+    modules = [load_checkpoint(p) for p in paths]
+    module = modules[0]
+    for other, path in zip(modules[1:], paths[1:], strict=True):
+        if other.classes != module.classes or other.shapes != module.shapes:
+            raise DataError(f"{path}: its classes or input shapes differ from {paths[0]}")
     store = FeatureStore(store_path)
     mods = list(module.shapes)
     for m in mods:
@@ -64,7 +76,7 @@ def balance_unlabeled(
                 f"({store.modalities.get(m)} vs shape {list(module.shapes[m])})"
             )
     pool = select_split(store, split_field, unlabeled_split, mods, labeled=False)
-    pseudo = predict_split(module, pool).argmax(1)
+    pseudo = np.mean([predict_split(m, pool) for m in modules], axis=0).argmax(1)
     k = len(module.classes)
     keep = balanced_rows(pseudo, per_class, k, seed)
     rows = pool.rows[keep]
@@ -79,7 +91,7 @@ def balance_unlabeled(
             fields=[*store.fields, "pseudo_label"],
             info={
                 "balanced_from": str(store.path),
-                "model": str(checkpoint),
+                "model": [str(p) for p in paths] if len(paths) > 1 else str(paths[0]),
                 "per_class": per_class,
             },
         ) as writer,

@@ -40,6 +40,7 @@ from emomatch.errors import ConfigError, DataError
 from emomatch.evaluation import write_report
 from emomatch.files import atomic_write_text, hold_lock
 from emomatch.metrics import METRIC_KEYS, aggregate, classification_metrics
+from emomatch.rundir import METRICS_FILE
 from emomatch.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -329,7 +330,7 @@ def run_baselines(
             "modalities": list(cfg.data.modalities),
             "folds": chosen_folds,
             "baselines": {
-                name: {**_compact(m), "metrics": f"{name}/metrics.json"}
+                name: {**_compact(m), "metrics": f"{name}/{METRICS_FILE}"}
                 for name, m in results.items()
             },
         }

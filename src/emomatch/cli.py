@@ -21,9 +21,63 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from emomatch.domain import __version__
+
+        typer.echo(f"emomatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Semi-supervised multimodal emotion recognition with cross-modal distribution matching."""
+
+
 def _fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
+
+
+def _check_outputs(outputs: list[Path | None], reads: list[Path | None]) -> None:
+    """Refuse an output file that is one of the command's inputs (or lies inside an input
+    folder, a bundle's), or whose folder does not exist: found before any work is done."""
+    for out in outputs:
+        if out is None:
+            continue
+        target = out.resolve()
+        if not target.parent.is_dir():
+            raise EmomatchError(f"cannot write {out}: the folder {out.parent} does not exist")
+        if target.is_dir():
+            raise EmomatchError(f"cannot write {out}: it is a folder; give a file name")
+        for given in reads:
+            if given is None:
+                continue
+            source = given.resolve()
+            if target == source or source in target.parents:
+                raise EmomatchError(
+                    f"{out} is one of this command's inputs ({given}); writing it would destroy "
+                    "it: choose another file"
+                )
+
+
+def _first_problem(errors_file: Path) -> str:
+    """The first reason in an extraction's errors.jsonl, for a one-line summary."""
+    import json
+
+    try:
+        with open(errors_file, encoding="utf-8") as fh:
+            first = json.loads(fh.readline())
+        return f"the first: {first.get('id')}: {first.get('reason')}"
+    except (OSError, ValueError, AttributeError):
+        return "see the errors file"
 
 
 def _scores(m: dict) -> str:
@@ -31,6 +85,26 @@ def _scores(m: dict) -> str:
         f"({m['split']}): WAP {100 * m['wap']:.1f}  UA {100 * m['ua']:.1f}  "
         f"WA {100 * m['wa']:.1f}  wF1 {100 * m['weighted_f1']:.1f}  mF1 {100 * m['macro_f1']:.1f}"
     )
+
+
+#: ``--threads`` of the commands that compute with torch
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="CPU threads (default: train.threads, else OMP_NUM_THREADS, else the CPUs this "
+        "process may use)",
+    ),
+]
+
+
+def _share_machine(threads: int | None, overrides: list[str] | None = None) -> list[str]:
+    """OpenMP set up before torch loads; ``--threads`` also goes into the config (as
+    ``train.threads``), so the run folder records it."""
+    from emomatch.threads import share_machine
+
+    share_machine(threads)
+    return [*(overrides or []), *([f"train.threads={threads}"] if threads else [])]
 
 
 def _setup_logging() -> None:
@@ -75,6 +149,7 @@ def train(
             min=1, help="train N seeds and score their averaged probabilities (an ensemble)"
         ),
     ] = 1,
+    threads: Threads = None,
 ) -> None:
     """Train a model (selected on validation), then evaluate it on the test split."""
     _setup_logging()
@@ -83,10 +158,11 @@ def train(
     try:
         # The config is validated before Lightning is imported (seconds on a busy machine),
         # so a typo is reported at once.
-        cfg = load_config(config, set_ or [])
+        cfg = load_config(config, _share_machine(threads, set_))
         run_dir = out or Path("runs") / config.stem
         if folds is not None and folds != "all":
             raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
+        from emomatch.rundir import RunFolder
         from emomatch.runs import train_and_report, train_folds
 
         if fold or folds == "all":
@@ -96,7 +172,7 @@ def train(
             typer.echo(
                 f"mean over {len(metrics['folds'])} fold(s): WAP {100 * metrics['wap']:.1f} "
                 f"± {100 * metrics['wap_std']:.1f}  UA {100 * metrics['ua']:.1f} "
-                f"± {100 * metrics['ua_std']:.1f}  -> {run_dir / 'metrics.json'}"
+                f"± {100 * metrics['ua_std']:.1f}  -> {RunFolder(run_dir).metrics_path}"
             )
             return
         metrics = train_and_report(cfg, run_dir, resume=resume, seeds=seeds)
@@ -116,7 +192,27 @@ def train(
                 f"{seeds} seeds, UA {100 * spread['ua']:.1f} ± {100 * spread['ua_std']:.1f} "
                 "per seed; their ensemble:"
             )
-        typer.echo(f"test {_scores(metrics)}  -> {run_dir / 'metrics.json'}")
+        typer.echo(f"test {_scores(metrics)}  -> {RunFolder(run_dir).metrics_path}")
+
+
+@app.command()
+def resume(
+    run: Annotated[Path, typer.Argument(help="run folder of an interrupted `emomatch train`")],
+    threads: Threads = None,
+) -> None:
+    """Continue an interrupted run from its last checkpoint, with the config it saved (the
+    --set overrides it was started with included); a finished run is read back."""
+    _setup_logging()
+    _share_machine(threads)
+    try:
+        from emomatch.rundir import RunFolder
+        from emomatch.runs import resume_run
+
+        metrics = resume_run(run, threads)
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"test {_scores(metrics)}  -> {RunFolder(run).metrics_path}")
 
 
 @app.command()
@@ -147,6 +243,7 @@ def baseline(
     class_weight: Annotated[
         str | None, typer.Option(help="'balanced' or 'none' (default balanced)")
     ] = None,
+    threads: Threads = None,
 ) -> None:
     """Logistic regression and linear SVM on utterance-level features (C chosen on validation),
     scored on the test split like `emomatch train`."""
@@ -154,7 +251,7 @@ def baseline(
     from emomatch.config import load_config
 
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = load_config(config, _share_machine(threads, set_))
         if folds is not None and folds != "all":
             raise EmomatchError(f"--folds takes 'all', got {folds!r} (use --fold K for one)")
         grid = None
@@ -221,16 +318,19 @@ def extract(
         Path | None,
         typer.Option(help="with a folder of clips: CSV with id,text (+ label, speaker, split)"),
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="with a folder of clips: CSV with id,label (+ speaker, split, text; text is "
+            "needed for lexical features only)"
+        ),
+    ] = None,
     modalities: Annotated[
         str, typer.Option(help="comma-separated subset of acoustic,visual,lexical")
     ] = "acoustic,visual,lexical",
     option: Annotated[
         list[str] | None,
-        typer.Option(
-            help="extractor option MODALITY.KEY=VALUE, e.g. acoustic.feature_set=eGeMAPSv02, "
-            "visual.detector=none, visual.encoder=my.onnx, lexical.model=/models/bert-large, "
-            "lexical.max_words=12; repeatable"
-        ),
+        typer.Option(help="extractor option MODALITY.KEY=VALUE (examples above); repeatable"),
     ] = None,
     extractor: Annotated[
         list[str] | None,
@@ -248,7 +348,13 @@ def extract(
     ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Extract features from raw media into a feature store; resumable, bad items reported."""
+    """Extract features from raw media into a feature store; resumable, bad items reported.
+
+    Extractor options (--option, repeatable), e.g.:
+    --option acoustic.feature_set=eGeMAPSv02 --option visual.detector=none
+    --option visual.encoder=my.onnx --option lexical.model=/models/bert-large
+    --option lexical.max_words=12
+    """
     _setup_logging()
     from contextlib import ExitStack
 
@@ -258,18 +364,24 @@ def extract(
 
     held = ExitStack()
     try:
+        mods = [m.strip() for m in modalities.split(",") if m.strip()]
         if manifest.is_dir():
             # A folder of clips: its manifest is written next to the store it feeds, so the
             # store's lock is taken first and held through the extraction.
             held.enter_context(hold_lock(out, "store"))
-            found = {"transcripts": str(transcripts)} if transcripts else {}
+            found: dict[str, object] = {"text": "lexical" in mods}
+            if transcripts:
+                found["transcripts"] = str(transcripts)
+            if labels:
+                found["labels"] = str(labels)
             prepared = prepare_corpus("folder", manifest, out, **found)
             for problem in prepared.problems:
                 typer.echo(f"  {problem}", err=True)
             manifest = prepared.manifest
-        elif transcripts is not None:
-            raise EmomatchError("--transcripts goes with a folder of clips, not a manifest")
-        mods = [m.strip() for m in modalities.split(",") if m.strip()]
+        elif transcripts is not None or labels is not None:
+            raise EmomatchError(
+                "--transcripts and --labels go with a folder of clips, not a manifest"
+            )
         names = {}
         for pair in extractor or []:
             m, sep, name = pair.partition("=")
@@ -298,6 +410,82 @@ def extract(
     finally:
         held.close()
     typer.echo(str(summary))
+    if summary.done == 0 and summary.skipped == 0 and summary.failed > 0:
+        _fail(
+            EmomatchError(
+                f"none of the {summary.failed} item(s) of {manifest} could be extracted "
+                f"({_first_problem(summary.errors_file)}); every reason is in "
+                f"{summary.errors_file}"
+            )
+        )
+
+
+@app.command("import")
+def import_(
+    features: Annotated[Path, typer.Argument(help="features file: .npz, .npy, .csv or .parquet")],
+    manifest: Annotated[Path, typer.Option(help="manifest CSV/JSONL of the utterances")],
+    out: Annotated[Path, typer.Option(help="feature store folder (created or completed)")],
+    map_: Annotated[
+        list[str],
+        typer.Option(
+            "--map",
+            help="MODALITY=KEY: the array (npz), column or column prefix (table) holding a "
+            "modality's features; repeatable",
+        ),
+    ],
+    description: Annotated[
+        str, typer.Option(help="how the features were made (kept in the store's provenance)")
+    ] = "",
+    id_key: Annotated[
+        str, typer.Option(help="the ids' array in an .npz (default ids) or column in a table (id)")
+    ] = "ids",
+    frame_column: Annotated[
+        str | None, typer.Option(help="a table in long format: the column ordering the frames")
+    ] = None,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SPLIT=COLUMN:V1,V2: manifest rows whose COLUMN is one of the values go to "
+            "SPLIT, e.g. test=speaker:21,22,23,24; repeatable"
+        ),
+    ] = None,
+    split_rest: Annotated[
+        str, typer.Option(help="split of rows no --split rule nor manifest split column assigns")
+    ] = "train",
+    classes: Annotated[
+        str | None,
+        typer.Option(help="comma-separated class names in order (default: the manifest's labels)"),
+    ] = None,
+) -> None:
+    """Write a feature store from features you already have (ids matched to the manifest)."""
+    _setup_logging()
+    from emomatch.importing import import_features, parse_split_rule
+
+    try:
+        mapping: dict[str, str] = {}
+        for pair in map_:
+            modality, sep, key = pair.partition("=")
+            if not sep or not modality.strip() or not key.strip():
+                raise EmomatchError(f"--map {pair!r}: expected MODALITY=KEY")
+            if modality.strip() in mapping:
+                raise EmomatchError(f"--map: modality {modality.strip()!r} given twice")
+            mapping[modality.strip()] = key.strip()
+        summary = import_features(
+            features,
+            manifest,
+            out,
+            mapping,
+            description=description,
+            id_key=id_key,
+            frame_column=frame_column,
+            classes=classes.split(",") if classes else None,
+            split_rules=[parse_split_rule(rule) for rule in split or []],
+            split_rest=split_rest,
+        )
+    except EmomatchError as exc:
+        _fail(exc)
+        return
+    typer.echo(str(summary))
 
 
 @app.command()
@@ -321,7 +509,11 @@ def transcribe(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Speech-to-text (faster-whisper, offline) for rows without a transcript; word timestamps
-    go to a `words` column. Needs the extra: pip install 'emomatch[asr]'. Resumable."""
+    go to a `words` column. Needs the extra: pip install 'emomatch\\[asr]'. Resumable.
+
+    Decoding is deterministic (temperature 0); the asr column names the model and its language.
+    The default tiny.en is English-only: text it does not understand is refused (asr_note).
+    """
     _setup_logging()
     from emomatch.extract.transcribe import transcribe_manifest
 
@@ -351,13 +543,15 @@ def prepare(
     out: Annotated[Path, typer.Option(help="folder for manifest.csv (and folds/)")],
     option: Annotated[
         list[str] | None,
-        typer.Option(
-            help="reader option KEY=VALUE, e.g. labels=6class, both_orders=true (IEMOCAP), "
-            "width=3.5, windows=20000, camera_map=A=1,B=2 (AMI); repeatable"
-        ),
+        typer.Option(help="reader option KEY=VALUE (examples above); repeatable"),
     ] = None,
 ) -> None:
-    """Read a corpus from its release layout into a manifest (+ speaker-independent folds)."""
+    """Read a corpus from its release layout into a manifest (+ speaker-independent folds).
+
+    Reader options (--option, repeatable), e.g.: IEMOCAP --option labels=6class
+    --option both_orders=true; AMI --option width=3.5 --option windows=20000
+    --option camera_map=A=1,B=2
+    """
     _setup_logging()
     from emomatch.corpora import prepare_corpus
 
@@ -372,39 +566,88 @@ def prepare(
     except (EmomatchError, KeyError) as exc:
         _fail(exc)
         return
+    from emomatch.corpora.base import PROBLEMS_FILE
+
+    listed = out / PROBLEMS_FILE
     for problem in prepared.problems[:20]:
         typer.echo(f"  {problem}", err=True)
     if len(prepared.problems) > 20:
-        typer.echo(f"  ... {len(prepared.problems) - 20} more in {out / 'problems.txt'}", err=True)
+        typer.echo(f"  ... {len(prepared.problems) - 20} more in {listed}", err=True)
     folds = f", {len(prepared.folds)} fold files" if prepared.folds else ""
+    where = f" (listed in {listed})" if prepared.problems else ""
     typer.echo(
         f"{prepared.rows} utterances, classes {prepared.classes}{folds}, "
-        f"{len(prepared.problems)} problem(s) -> {prepared.manifest}"
+        f"{len(prepared.problems)} problem(s){where} -> {prepared.manifest}"
     )
 
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="run folder written by `emomatch train`")],
+    run: Annotated[
+        Path,
+        typer.Argument(help="run folder written by `emomatch train`, or a model bundle"),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            help="with a bundle: labelled clips (a manifest with a label column) or a "
+            "labelled feature store"
+        ),
+    ] = None,
     split: Annotated[
-        str | None, typer.Option(help="split value (default: the run's test split)")
+        str | None,
+        typer.Option(help="split value (default: the run's test split; a manifest: every row)"),
     ] = None,
     store: Annotated[Path | None, typer.Option(help="another store with the same features")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="where metrics.json goes (default RUN/evaluation)")
+        Path | None,
+        typer.Option(
+            help="where metrics.json goes (default RUN/evaluation, RUN/evaluation/SPLIT with "
+            "--split; a bundle: printed only)"
+        ),
     ] = None,
+    threads: Threads = None,
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr (a manifest)")] = True,
 ) -> None:
-    """Evaluate a run's best checkpoint on a split and write metrics.json + confusion.png."""
+    """Score a run's selected checkpoint on a split (metrics.json + confusion.png), or a
+    model bundle on labelled clips or a labelled store."""
     _setup_logging()
-    from emomatch.evaluation.predict import evaluate_run
+    _share_machine(threads)
+    from emomatch.bundle.format import META_FILE
 
     try:
-        # a --store made with other extractor settings than the run's is refused, naming one
-        metrics, path = evaluate_run(run, split, store, out)
+        if (run / META_FILE).is_file() or run.is_file():
+            if data is None:
+                raise EmomatchError(
+                    f"{run} is a model bundle: give the labelled clips to score it on "
+                    "(emomatch evaluate BUNDLE MANIFEST)"
+                )
+            from emomatch.bundle import load
+            from emomatch.bundle.apply import score_bundle
+
+            metrics = score_bundle(load(run), data, split, progress)
+            path = None
+            if out is not None:
+                from emomatch.evaluation.report import write_report
+
+                path = write_report(out, metrics)
+        else:
+            if data is not None:
+                raise EmomatchError(f"{run} is a run folder: score another store with --store")
+            from emomatch.evaluation.predict import evaluate_run
+
+            # a --store made with other extractor settings than the run's is refused, naming one
+            metrics, path = evaluate_run(run, split, store, out)
     except EmomatchError as exc:
         _fail(exc)
         return
-    typer.echo(f"{_scores(metrics)}  -> {path}")
+    if metrics.get("not_scored"):
+        typer.echo(
+            f"{metrics['not_scored']} clip(s) could not be used, e.g. "
+            f"{metrics['not_scored_example']}",
+            err=True,
+        )
+    typer.echo(f"{_scores(metrics)}  n={metrics['n']}" + (f"  -> {path}" if path else ""))
 
 
 @app.command()
@@ -423,13 +666,26 @@ def export(
     settings of the training features, metrics and a model card (README.md). A run trained
     with --seeds N becomes an ensemble of its N members."""
     _setup_logging()
+    import signal
+
     from emomatch.bundle import export_bundle
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the temporary files' clean-up
+
+    # SIGTERM (a scheduler's stop, `kill`) would end the process where it stands, leaving a
+    # temporary archive and a bundle folder without its archive that blocks the rerun.
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         written = export_bundle(run, out, archive=archive, store=store)
     except EmomatchError as exc:
         _fail(exc)
         return
+    except KeyboardInterrupt:
+        typer.echo(f"error: interrupted; nothing of {out} was kept: run it again", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(" and ".join(str(p) for p in written.values()))
 
 
@@ -465,8 +721,8 @@ def predict(
     option: Annotated[
         list[str] | None,
         typer.Option(
-            help="extractor option MODALITY.KEY=VALUE the bundle cannot carry, e.g. "
-            "lexical.model=/models/bert-large; repeatable"
+            help="extractor option MODALITY.KEY=VALUE the bundle cannot carry (example above); "
+            "repeatable"
         ),
     ] = None,
     asr: Annotated[
@@ -480,7 +736,10 @@ def predict(
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
 ) -> None:
     """Predict the emotion of clips, folders, manifests or a sentence with a model bundle;
-    --segments (or a timed transcript) gives emotion over time in a long recording."""
+    --segments (or a timed transcript) gives emotion over time in a long recording.
+
+    A text model kept elsewhere: --option lexical.model=/models/bert-large
+    """
     _setup_logging()
     from emomatch.bundle import load
     from emomatch.bundle.apply import (
@@ -489,15 +748,20 @@ def predict(
         plot_over_time,
         predict_inputs,
     )
-    from emomatch.files import atomic_write_text
+    from emomatch.bundle.predictor import MIN_WINDOW_SECONDS
+    from emomatch.errors import WriteError
+    from emomatch.files import atomic_write_text, describe_os_error
 
     # faster-whisper logs every window it decodes
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     try:
         if fmt not in ("csv", "json", "jsonl"):
             raise EmomatchError(f"--format must be csv, json or jsonl, got {fmt!r}")
-        if segments is not None and segments <= 0:
-            raise EmomatchError(f"--segments must be a positive number of seconds, got {segments}")
+        if segments is not None and not segments >= MIN_WINDOW_SECONDS:
+            raise EmomatchError(
+                f"--segments must be at least {MIN_WINDOW_SECONDS:g} seconds, got {segments}"
+            )
+        _check_outputs([out, plot], [bundle, *(inputs or []), transcripts])
         found = gather_inputs(list(inputs or []), text, transcripts, segments)
         for problem in found.problems[:20]:
             typer.echo(f"  {problem}", err=True)
@@ -511,7 +775,10 @@ def predict(
         predictions = predict_inputs(predictor, found, text, transcripts, segments, progress)
         rendered = format_predictions(predictions, predictor.labels, fmt)
         if out is not None:
-            atomic_write_text(out, rendered)
+            try:
+                atomic_write_text(out, rendered)
+            except OSError as exc:
+                raise WriteError(f"cannot write {out}: {describe_os_error(exc)}") from None
         else:
             typer.echo(rendered, nl=False)
         if plot is not None:
@@ -585,9 +852,11 @@ def balance_unlabeled(
     from emomatch.balance import balance_unlabeled as run
 
     try:
+        from emomatch.rundir import RunFolder
+
         result = run(
             store,
-            model / "checkpoints" / "best.ckpt",
+            RunFolder(model).scoring_checkpoints(),
             out,
             per_class,
             seed=seed,
@@ -685,6 +954,12 @@ def serve(
     segment_seconds: Annotated[
         float, typer.Option(help="longer clips also get emotion over time in windows this wide")
     ] = 5.0,
+    max_uploads: Annotated[int, typer.Option(help="uploads received at once (more get 503)")] = 32,
+    max_connections: Annotated[int, typer.Option(help="open connections (more get 503)")] = 256,
+    read_timeout: Annotated[
+        float,
+        typer.Option(help="seconds a request's headers, or a pause in its upload, may take"),
+    ] = 20.0,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     transcribe: Annotated[
         bool | None,
@@ -705,6 +980,9 @@ def serve(
             max_seconds=max_seconds,
             queue=queue,
             segment_seconds=segment_seconds,
+            max_uploads=max_uploads,
+            max_connections=max_connections,
+            read_timeout_s=read_timeout,
         )
         run_server(bundle, host, port, workers, settings, device=device, transcribe=transcribe)
     except EmomatchError as exc:
@@ -734,6 +1012,7 @@ def experiment(
         str | None, typer.Option(help="'all': every fold of the store, mean and std")
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="seeds per run (per fold)")] = 1,
+    threads: Threads = None,
 ) -> None:
     """Run a named experiment (the paper's tables) and the baselines on the same data, then
     write DIR/report.md and DIR/report.html. Resumable: run it again to continue."""
@@ -750,7 +1029,7 @@ def experiment(
             spec,
             config,
             out,
-            overrides=set_ or [],
+            overrides=_share_machine(threads, set_),
             folds="all" if folds == "all" else (fold or None),
             seeds=seeds,
             say=typer.echo,

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from emomatch.domain import BUILTIN_MEASURES
 from emomatch.errors import ConfigError
 
 Modality = Literal["acoustic", "visual", "lexical"]
@@ -59,6 +60,15 @@ class DataConfig(_Strict):
     validation_split: str | list[str] = "validation"
     test_split: str | list[str] = "test"
     unlabeled_split: str = "unlabeled"
+    #: where the unlabelled pool comes from: ``split`` = the ``unlabeled_split`` rows (of
+    #: ``unlabeled_store`` where given); ``train_rest`` = the training split's utterances that
+    #: ``train_fraction`` left unlabelled (the low-label protocol: one corpus, its labels hidden)
+    unlabeled_pool: Literal["split", "train_rest"] = "split"
+    #: the z-normalisation statistics: ``labeled`` = of the labelled training utterances (the
+    #: paper); ``labeled_and_pool`` = of those and the unlabelled pool together (with few labels,
+    #: 96 utterances' means and stds of 259 dimensions are noisy; the pool's features are there
+    #: anyway). Fully supervised runs have no pool and use ``labeled`` either way
+    normalize_on: Literal["labeled", "labeled_and_pool"] = "labeled"
     #: utterances missing a used modality (e.g. no face found): ``drop`` leaves them out of the
     #: run (counted in the log), as the paper drops faceless AMI windows; ``mask`` keeps them
     #: with that modality's latent zeroed and its reconstruction and matching terms masked
@@ -90,6 +100,14 @@ class DataConfig(_Strict):
                 raise ValueError(
                     f"{key} and test_split share {sorted(shared)}: the test split must stay unseen"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _rest_of_one_store(self) -> DataConfig:
+        if self.unlabeled_pool == "train_rest" and self.unlabeled_store is not None:
+            raise ValueError(
+                "unlabeled_pool: train_rest takes the pool from store; drop unlabeled_store"
+            )
         return self
 
     @model_validator(mode="after")
@@ -155,11 +173,41 @@ class LossConfig(_Strict):
     #: share of the target mass spread evenly over all classes in the cross-entropy (0: off);
     #: for corpora whose labels are noisy, like MELD's (docs/benchmarks.md)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    #: --- learning from the unlabelled stream beyond the paper's L_u (docs/method.md) ---
+    #: confidence-thresholded pseudo-labels (FixMatch, Sohn et al. 2020): where the teacher's
+    #: top class probability on the clean view is at least this, that class is the target of
+    #: the cross-entropy on the perturbed view; None = off (the paper)
+    pseudo_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    pseudo_weight: float = Field(1.0, ge=0.0)
+    #: consistency (Pi-model / Mean Teacher): squared distance between the class probabilities
+    #: on the perturbed view and the teacher's on the clean view, every unlabelled utterance;
+    #: 0 = off (the paper)
+    consistency_weight: float = Field(0.0, ge=0.0)
+    #: the perturbed view: Gaussian noise of this std on the z-normalised features ...
+    view_noise: float = Field(0.5, ge=0.0)
+    #: ... and each modality made absent with this chance (never every modality of one
+    #: utterance): a prediction from the voice alone is then taught by the one from face and
+    #: voice (cross-modal co-training)
+    view_modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: the teacher of the two terms above: 0 = the model itself in eval mode (no dropout);
+    #: > 0 = an exponential moving average of its weights with this decay (Mean Teacher)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    #: the terms above also on the labelled batch (its labels unused by them), as FixMatch's
+    #: unlabelled stream holds the labelled data too
+    consistency_on_labeled: bool = False
+
+    @property
+    def self_training(self) -> bool:
+        """Whether the unlabelled stream gets a prediction term (pseudo-labels or consistency)."""
+        return self.pseudo_threshold is not None or self.consistency_weight > 0
 
     @field_validator("measure")
     @classmethod
     def _known_measure(cls, v: str) -> str:
-        # Imported here: the registry lives with the model, which itself reads this module.
+        if v in BUILTIN_MEASURES:
+            return v
+        # Only a name emomatch does not ship needs the registry (and so torch): a measure the
+        # user registered in it is valid too.
         from emomatch.model.matching import MEASURES
 
         if v not in MEASURES:
@@ -214,6 +262,9 @@ class TrainConfig(_Strict):
     #: peak for 43 % more step time on CPU: docs/benchmarks.md, bench/paper_scale.py)
     recompute: bool = False
     num_workers: int = Field(0, ge=0)
+    #: CPU threads of torch's math (None: ``OMP_NUM_THREADS`` where set, else the CPUs this
+    #: process may use: its affinity and cgroup quota, not the host's count; ``--threads N``)
+    threads: int | None = Field(None, ge=1)
     progress_bar: bool = True
     #: epoch histories written: ``csv`` (logs/metrics.csv, always kept: reports and resumption
     #: read it) and ``tensorboard`` (event files in logs/tensorboard; needs the ``tensorboard``
@@ -260,12 +311,12 @@ def _format_errors(
     out = []
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
-        where = _where(loc, source, lines or {}, overridden or set())
+        where = key_source(loc, source, lines or {}, overridden or set())
         out.append(f"{where}: {'.'.join(loc)}: {err['msg']}")
     return "\n".join(out)
 
 
-def _where(
+def key_source(
     loc: tuple[str, ...], source: str, lines: KeyLines, overridden: set[tuple[str, ...]]
 ) -> str:
     """Where a bad key came from: a ``--set`` override, else its (or its section's) line."""
@@ -354,12 +405,12 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     last = parts[-1]
     if isinstance(node.get(last), dict) and isinstance(value, dict):
         # loss.alpha=1 then loss={beta: 2}: both hold, the second does not drop the first
-        node[last] = _merge(node[last], value)
+        node[last] = merge_dicts(node[last], value)
     else:
         node[last] = value
 
 
-def _override_key(item: str) -> tuple[str, str]:
+def split_override(item: str) -> tuple[str, str]:
     """``KEY=VALUE`` -> (dotted key with spaces around its parts removed, raw value)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not KEY=VALUE")
@@ -377,7 +428,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     are parsed as YAML. A malformed item is a :class:`ConfigError` naming it."""
     tree: dict[str, Any] = {}
     for item in items:
-        key, raw = _override_key(item)
+        key, raw = split_override(item)
         try:
             value = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError as exc:
@@ -391,10 +442,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it: sections merge key by key, other values of
+    ``extra`` win."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -411,7 +466,7 @@ def config_from_dict(
         raise ConfigError(_format_errors(exc, source, lines, overridden)) from None
 
 
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
     """The parsed file and the line of each key; every failure is one ConfigError."""
     try:
         data = path.read_bytes()
@@ -443,7 +498,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     extra = parse_overrides(overrides or [])
-    raw, lines = _read_yaml(path)
+    raw, lines = read_yaml(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -451,8 +506,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
             f"{path}: the top level must be a mapping (data:, model:, ...), "
             f"found a {type(raw).__name__}"
         )
-    raw = _merge(raw, extra)
-    overridden = {tuple(_override_key(item)[0].split(".")) for item in overrides or []}
+    raw = merge_dicts(raw, extra)
+    overridden = {tuple(split_override(item)[0].split(".")) for item in overrides or []}
     cfg = config_from_dict(raw, str(path), lines, overridden)
     base = path.resolve().parent
     if not cfg.data.store.is_absolute():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,19 @@ from emomatch.config import ExperimentConfig
 from emomatch.data import select_split
 from emomatch.data.folds import choose_folds
 from emomatch.data.splits import training_split
+from emomatch.errors import EmomatchError
 from emomatch.evaluation import evaluate_checkpoints, write_report
 from emomatch.metrics import aggregate
+from emomatch.rundir import (
+    FOLD_PREFIX,
+    SEED_PREFIX,
+    RunFolder,
+    checkpoint_metadata,
+    resume_or_start,
+)
 from emomatch.store import FeatureStore
-from emomatch.training import fit, selected_checkpoint
+from emomatch.training import fit
+from emomatch.training.prepare import supervised_without_pool
 
 
 def train_and_report(
@@ -33,6 +41,7 @@ def train_and_report(
     ``seeds > 1`` trains that many runs (seeds ``cfg.seed``, ``cfg.seed + 1`` ...) in
     ``run_dir/seed_S`` and scores the mean of their predicted probabilities (an ensemble); the
     per-seed metrics, their mean and spread are kept beside it."""
+    cfg = supervised_without_pool(cfg)
     if seeds > 1:
         return train_seeds(cfg, run_dir, seeds, resume=resume, callbacks=callbacks)
     run_dir = Path(run_dir)
@@ -43,8 +52,7 @@ def train_and_report(
     validation, test = evaluate_checkpoints(
         [selected], [cfg.data.validation_split, cfg.data.test_split]
     )
-    # only the epoch fields are read: mapped, not the whole file (optimizer state included)
-    saved = torch.load(selected, map_location="cpu", weights_only=False, mmap=True)
+    saved = checkpoint_metadata(selected)
     metrics = {
         **test,
         "validation": validation,
@@ -60,22 +68,54 @@ def train_and_report(
     return metrics
 
 
-def _run_once(
+def resume_or_train(
     cfg: ExperimentConfig,
-    run_dir: Path,
-    resume: bool,
+    run_dir: str | Path,
+    resume: bool = True,
     callbacks: Sequence[Callback] = (),
     seeds: int = 1,
 ) -> dict[str, Any]:
-    """A finished run is read back when resuming, an interrupted one continues, others start."""
-    done = run_dir / "metrics.json"
-    if resume and done.is_file():
-        return dict(json.loads(done.read_text()))
-    # an ensemble's seeds each resume on their own inside it
-    started = seeds > 1 or (run_dir / "checkpoints" / "last.ckpt").is_file()
-    return train_and_report(
-        cfg, run_dir, resume=resume and started, callbacks=callbacks, seeds=seeds
-    )
+    """With ``resume``, a finished run is read back, an interrupted one continues and any other
+    starts; without it the run starts (and refuses a folder that holds one)."""
+    run = RunFolder(run_dir)
+
+    def train(interrupted: bool) -> dict[str, Any]:
+        # an ensemble's seeds each resume on their own inside it
+        again = resume and (interrupted or seeds > 1)
+        return train_and_report(cfg, run.path, resume=again, callbacks=callbacks, seeds=seeds)
+
+    return resume_or_start(run, train, reuse_finished=resume)
+
+
+def resume_run(run_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
+    """``emomatch resume RUN``: continue a run (or a ``--seeds`` ensemble) from the config it
+    saved, overrides included; a finished run is read back. ``threads`` replaces the saved
+    ``train.threads`` (a setting of the machine, not of the run)."""
+    from emomatch.config import config_from_dict
+
+    run = RunFolder(run_dir)
+    if run.is_fold_set():
+        raise EmomatchError(
+            f"{run.path} holds one run per fold: continue it with the command that started it "
+            "and --resume (emomatch train CONFIG --folds all --out RUN --resume)"
+        )
+    members = run.seeds() if not run.config_path.is_file() else []
+    source = members[0] if members else run
+    if not source.config_path.is_file():
+        raise EmomatchError(
+            f"{run.path} holds no run to continue: {source.config_path} does not exist "
+            "(a run saves its config when training starts)"
+        )
+    saved = source.read_config()
+    cfg = config_from_dict(saved, str(source.config_path))
+    if threads is not None:
+        cfg.train.threads = threads
+    if members:
+        cfg.seed = min(int(m.path.name.removeprefix(SEED_PREFIX)) for m in members)
+        if run.is_finished():
+            return run.read_metrics()
+        return train_seeds(cfg, run.path, len(members), resume=True)
+    return resume_or_train(cfg, run.path, resume=True)
 
 
 def train_seeds(
@@ -92,9 +132,9 @@ def train_seeds(
     for i in range(seeds):
         seed_cfg = cfg.model_copy(deep=True)
         seed_cfg.seed = cfg.seed + i
-        run = out / f"seed_{seed_cfg.seed}"
-        per_seed[str(seed_cfg.seed)] = _run_once(seed_cfg, run, resume, callbacks)
-    checkpoints = [out / f"seed_{s}" / m["checkpoint"] for s, m in per_seed.items()]
+        run = out / f"{SEED_PREFIX}{seed_cfg.seed}"
+        per_seed[str(seed_cfg.seed)] = resume_or_train(seed_cfg, run, resume, callbacks)
+    checkpoints = [out / f"{SEED_PREFIX}{s}" / m["checkpoint"] for s, m in per_seed.items()]
     validation, test = evaluate_checkpoints(
         checkpoints, [cfg.data.validation_split, cfg.data.test_split]
     )
@@ -140,7 +180,8 @@ def train_folds(
     for k in chosen:
         fold_cfg = cfg.model_copy(deep=True)
         fold_cfg.data.split_field = f"fold_{k}"
-        per_fold[str(k)] = _run_once(fold_cfg, out / f"fold_{k}", resume, callbacks, seeds)
+        run = out / f"{FOLD_PREFIX}{k}"
+        per_fold[str(k)] = resume_or_train(fold_cfg, run, resume, callbacks, seeds)
     runs = list(per_fold.values())
     summary = {
         **aggregate(runs),
@@ -152,12 +193,3 @@ def train_folds(
     }
     write_report(out, summary)
     return summary
-
-
-def run_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The checkpoints a finished run is scored with: one, or one per seed of an ensemble."""
-    run_dir = Path(run_dir)
-    seeds = sorted(p for p in run_dir.glob("seed_*") if p.is_dir())
-    if seeds and not (run_dir / "checkpoints").is_dir():
-        return [selected_checkpoint(p) for p in seeds]
-    return [selected_checkpoint(run_dir)]

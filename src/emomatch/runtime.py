@@ -66,6 +66,15 @@ class StreamingCheckpointIO(TorchCheckpointIO):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save(checkpoint, path)
 
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        # Lightning's own load (of ``--resume``'s last.ckpt) would unpickle with
+        # weights_only=False when not told otherwise: every read goes through the safe one.
+        from emomatch.safeload import read_checkpoint
+
+        return read_checkpoint(path, map_location=map_location or "cpu")
+
 
 def matmul_flops_per_s(n: int, reps: int, device: str = "cpu", bf16: bool = False) -> float:
     """Dense n x n matmul throughput (FLOP/s) on ``device``: the yardstick the benchmarks divide

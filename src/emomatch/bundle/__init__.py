@@ -9,7 +9,8 @@ from emomatch.bundle.format import (
     read_bundle,
     write_archive,
 )
-from emomatch.bundle.predictor import Prediction, Predictor, load, media_duration
+from emomatch.bundle.postprocess import Prediction
+from emomatch.bundle.predictor import Predictor, load, media_duration
 
 __all__ = [
     "BUNDLE_FORMAT",

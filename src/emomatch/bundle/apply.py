@@ -13,7 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from emomatch.bundle.predictor import Prediction, Predictor
+from emomatch.corpora.folder import read_transcripts
 from emomatch.errors import DataError
 from emomatch.extract.base import Utterance
 from emomatch.files import atomic_path, atomic_write_text
@@ -38,13 +41,6 @@ def _media_kind(path: Path) -> str:
 
     suffix = path.suffix.lower()
     return "video" if suffix in VIDEO_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else ""
-
-
-def read_transcripts(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """id -> row (``text``, maybe ``start``/``end``) of a transcript CSV, and its problems."""
-    from emomatch.corpora.folder import _read_transcripts
-
-    return _read_transcripts(path)
 
 
 def timed_rows(rows: dict[str, dict[str, str]]) -> list[tuple[float, float, str]] | None:
@@ -119,7 +115,7 @@ def gather_inputs(
                 Utterance(id=path.stem, video=video, audio=audio, text=row.get("text", ""))
             )
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
-            found.items += utterances_from_manifest(read_manifest(path))
+            found.items += utterances_from_manifest(read_manifest(path, complete=False))
         else:
             raise DataError(
                 f"input {path}: not a folder, a manifest (.csv/.jsonl) or a media file "
@@ -241,3 +237,91 @@ def plot_over_time(predictions: Sequence[Prediction], labels: Sequence[str], out
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out
+
+
+def score_bundle(
+    predictor: Predictor, data: str | Path, split: str | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """``emomatch evaluate BUNDLE DATA``: the bundle's metrics on labelled clips (a manifest
+    with a ``label`` column; rows without a label are left out) or on a labelled feature store
+    made with the bundle's extractor settings. ``split`` keeps the rows of that ``split`` value
+    (a store's default: ``test``)."""
+    from emomatch.corpora.manifest import read_manifest
+    from emomatch.extract.run import utterances_from_manifest
+    from emomatch.metrics import classification_metrics
+
+    data = Path(data)
+    labels = list(predictor.labels)
+    if (data / "store.json").is_file():
+        truth, guesses, failed, name = _score_store(predictor, data, split)
+    elif data.is_file():
+        df = read_manifest(data, complete=False)
+        if split is not None:
+            df = df[df["split"] == split]
+        df = df[df["label"].str.strip() != ""]
+        if df.empty:
+            where = f" with split == {split!r}" if split is not None else ""
+            raise DataError(f"manifest {data}: no row{where} has a label; nothing to score")
+        unknown = sorted(set(df["label"]) - set(labels))
+        if unknown:
+            raise DataError(
+                f"manifest {data}: label(s) {', '.join(unknown)} unknown to the model "
+                f"(it knows {', '.join(labels)})"
+            )
+        df.attrs["path"] = str(data)
+        found = predictor.predict_items(utterances_from_manifest(df), progress)
+        scored = [(t, p) for t, p in zip(df["label"], found, strict=True) if p.label is not None]
+        failed = [f"{p.id}: {p.error}" for p in found if p.label is None]
+        if not scored:
+            raise DataError(f"manifest {data}: no clip could be used, e.g. {failed[0]}")
+        truth = [labels.index(t) for t, _ in scored]
+        guesses = [labels.index(str(p.label)) for _, p in scored]
+        name = split or "all"
+    else:
+        raise DataError(f"{data}: neither a labelled manifest (.csv/.jsonl) nor a feature store")
+    metrics = classification_metrics(np.asarray(truth), np.asarray(guesses), len(labels))
+    metrics.update(
+        split=name,
+        classes=labels,
+        data=str(data),
+        bundle=predictor.bundle.source,
+        not_scored=len(failed),
+        trained_on=predictor.trained_on,
+    )
+    if failed:
+        metrics["not_scored_example"] = failed[0]
+    return metrics
+
+
+def _score_store(
+    predictor: Predictor, path: Path, split: str | None
+) -> tuple[list[int], list[int], list[str], str]:
+    from emomatch.data import EvalBatches, FeatureBatches, select_split
+    from emomatch.store import FeatureStore
+    from emomatch.store.provenance import check_provenance, store_provenance
+
+    store = FeatureStore(path)
+    mods = list(predictor.modalities)
+    for m in mods:
+        if m not in store.modalities:
+            raise DataError(f"store {path} has no {m} features; the model needs them")
+    check_provenance(
+        predictor.bundle.features, store_provenance(store, mods), where=f"store {path}"
+    )
+    if store.classes != predictor.labels:
+        raise DataError(f"store {path} has classes {store.classes}, the model {predictor.labels}")
+    name = split or "test"
+    missing = str(predictor.bundle.meta.get("missing") or "drop")
+    rows = select_split(store, "split", name, mods, True, missing)
+    batches = FeatureBatches(rows, mods, with_labels=False)
+    probs = []
+    for key in EvalBatches(len(rows), 256):
+        inputs = batches[key]["labeled"]["inputs"]
+        probs.append(
+            predictor.predict_features(
+                {m: x.numpy() for m, (x, _) in inputs.items()},
+                {m: n.numpy() for m, (_, n) in inputs.items()},
+            )
+        )
+    guesses = np.concatenate(probs).argmax(1).tolist()
+    return rows.labels().tolist(), guesses, [], name

@@ -44,6 +44,29 @@ def _missing_note(data: Mapping[str, Any], train: Mapping[str, Any]) -> str:
     )
 
 
+def trained_on(meta: Mapping[str, Any]) -> str:
+    """One line saying what the model was trained on (bundle.json's ``training_data``)."""
+    record = meta.get("training_data")
+    if not isinstance(record, Mapping):
+        return "unknown data (exported before emomatch recorded it)"
+    kind = "synthetic, generated" if record.get("synthetic") else "real recordings"
+    language = record.get("language") or "language unknown"
+    classes = ", ".join(str(c) for c in record.get("classes") or meta.get("labels", []))
+    return f"{record.get('name', 'unknown')} ({kind}; {language}; classes {classes})"
+
+
+def synthetic_warning(meta: Mapping[str, Any]) -> str | None:
+    """The warning a model trained on generated data gives wherever it is applied (None for
+    others): its predictions on real recordings carry no information."""
+    record = meta.get("training_data")
+    if not isinstance(record, Mapping) or not record.get("synthetic"):
+        return None
+    return (
+        f"this model was trained on synthetic data only ({record.get('name')}): its predictions "
+        "on real recordings are not meaningful; train on a real corpus (README: A real model)"
+    )
+
+
 def model_card(
     meta: Mapping[str, Any], config: Mapping[str, Any], metrics: Mapping[str, Any]
 ) -> str:
@@ -77,6 +100,12 @@ def model_card(
         "",
         "## Data",
         "",
+        f"- trained on: {trained_on(meta)}",
+        *(
+            [f"- **warning**: {synthetic_warning(meta)}"]
+            if synthetic_warning(meta) is not None
+            else []
+        ),
         f"- feature store: `{data.get('store')}`"
         + (
             f", unlabeled pool `{data.get('unlabeled_store')}`"

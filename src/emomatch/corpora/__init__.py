@@ -1,6 +1,6 @@
 """Corpus readers: each turns a corpus as released into the one corpus-agnostic manifest."""
 
-from emomatch.corpora.base import CORPORA, PreparedCorpus, prepare_corpus
+from emomatch.corpora.base import CORPORA, PreparedCorpus
 from emomatch.corpora.manifest import (
     MANIFEST_COLUMNS,
     ManifestProblem,
@@ -8,6 +8,7 @@ from emomatch.corpora.manifest import (
     validate_manifest,
     write_manifest,
 )
+from emomatch.corpora.prepare import prepare_corpus
 
 __all__ = [
     "CORPORA",

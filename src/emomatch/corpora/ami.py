@@ -1,4 +1,5 @@
-"""The AMI meeting corpus as an unlabeled pool of fixed-width windows (METHOD.md section 5).
+"""The AMI meeting corpus as an unlabeled pool of fixed-width windows (the paper's protocol;
+docs/corpora.md).
 
 Each window: pick three consecutive words of one speaker at random (uniformly over every such
 triple of every speaker of every meeting, so talkative speakers give more windows), centre a

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from emomatch.errors import DataError
-from emomatch.files import atomic_write_text
 from emomatch.registry import Registry
+
+#: where ``emomatch prepare`` lists a corpus's problems, one per line, beside its manifest
+PROBLEMS_FILE = "problems.txt"
 
 
 @dataclass
@@ -34,26 +36,6 @@ class CorpusReader(Protocol):
 
 
 CORPORA: Registry[CorpusReader] = Registry("corpus")
-
-
-def prepare_corpus(name: str, root: Path, out: Path, **options: Any) -> PreparedCorpus:
-    """Run the registered reader ``name``; its problems also go to ``out/problems.txt``, one per
-    line, so a long list survives the terminal."""
-    # Readers register themselves on import; importing here keeps the registry complete
-    # without the base module knowing them at import time.
-    import emomatch.corpora.ami  # noqa: F401
-    import emomatch.corpora.folder  # noqa: F401
-    import emomatch.corpora.iemocap  # noqa: F401
-    import emomatch.corpora.meld  # noqa: F401
-
-    try:
-        reader = CORPORA.get(name)
-    except KeyError as exc:
-        raise DataError(str(exc.args[0])) from None
-    prepared = reader(Path(root), Path(out), **options)
-    report = Path(out) / "problems.txt"
-    atomic_write_text(report, "".join(f"{p}\n" for p in prepared.problems))
-    return prepared
 
 
 def check_options(corpus: str, reader: Callable[..., Any], options: Mapping[str, Any]) -> None:

@@ -8,7 +8,9 @@ next to ``a.mp4``) make one utterance with both. The speaker is the first folder
 The transcript CSV (``transcripts=PATH``) has a column ``id`` (the id above, or the file name
 with or without its suffix) and ``text``; optional columns ``label``, ``speaker``, ``split``,
 ``start``, ``end`` and any others, which are kept. Rows are split ``split`` where the CSV says
-so, else ``train`` when labeled and ``unlabeled`` when not.
+so, else ``train`` when labeled and ``unlabeled`` when not. A labels CSV (``labels=PATH``) is
+the same file with ``id`` and ``label`` required and ``text`` optional; ``text=false`` makes
+``text`` optional in a transcript CSV too (a store without lexical features needs none).
 """
 
 from __future__ import annotations
@@ -34,23 +36,25 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus")
 
 
-def _read_transcripts(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """id -> row of the transcript CSV, and one problem line per row skipped.
+def read_transcripts(
+    path: Path, required: tuple[str, ...] = ("id", "text"), what: str = "transcript file"
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """id -> row of the transcript (or labels) CSV, and one problem line per row skipped.
 
-    A file that cannot be read as a whole (not UTF-8, a broken quote, no ``id``/``text``
-    column) is an error naming the file and line; a bad row (empty or repeated id, wrong
+    A file that cannot be read as a whole (not UTF-8, a broken quote, no column of
+    ``required``) is an error naming the file and line; a bad row (empty or repeated id, wrong
     number of fields, a start/end that is not a number) is skipped and reported with its line."""
     if not path.is_file():
-        raise DataError(f"transcript file {path} does not exist")
-    table = read_csv_table(path, "transcript file")
-    for needed in ("id", "text"):
+        raise DataError(f"{what} {path} does not exist")
+    table = read_csv_table(path, what)
+    for needed in required:
         if needed not in table.header:
             raise DataError(
-                f"transcript file {path}: no {needed!r} column (found: {', '.join(table.header)})"
+                f"{what} {path}: no {needed!r} column (found: {', '.join(table.header)})"
             )
     bad_text = table.encoding_problems()
     if bad_text:
-        raise DataError(f"transcript file {path}: {summarize(bad_text)}")
+        raise DataError(f"{what} {path}: {summarize(bad_text)}")
     rows: dict[str, dict[str, str]] = {}
     problems = []
     if not table.records:
@@ -86,11 +90,24 @@ def _is_seconds(value: str) -> bool:
 
 
 def read_folder(
-    root: Path, out: Path, transcripts: str | None = None, absolute_paths: bool | str = False
+    root: Path,
+    out: Path,
+    transcripts: str | None = None,
+    absolute_paths: bool | str = False,
+    labels: str | None = None,
+    text: bool | str = True,
 ) -> PreparedCorpus:
     """Write ``out/manifest.csv`` for every clip below ``root``."""
     root, out = Path(root), Path(out)
     absolute = flag_option(absolute_paths, "folder", "absolute_paths")
+    if transcripts and labels:
+        raise DataError("give a transcript CSV or a labels CSV, not both (one file holds both)")
+    if labels:
+        required: tuple[str, ...] = ("id", "label")
+        transcripts, what = labels, "labels file"
+    else:
+        required = ("id", "text") if flag_option(text, "folder", "text") else ("id",)
+        what = "transcript file"
     if not root.is_dir():
         raise DataError(f"{root} is not a folder of clips")
     media: dict[str, dict[str, Path]] = {}
@@ -115,7 +132,7 @@ def read_folder(
     texts: dict[str, dict[str, str]] = {}
     problems: list[str] = list(skipped_names)
     if transcripts:
-        texts, found = _read_transcripts(Path(transcripts))
+        texts, found = read_transcripts(Path(transcripts), required, what)
         problems += found
     used: set[str] = set()
     rows = []
@@ -127,7 +144,8 @@ def read_folder(
         if key is not None:
             used.add(key)
         elif transcripts:
-            problems.append(f"{uid}: no line in {transcripts}, text left empty")
+            missing = "unlabelled" if labels else "text left empty"
+            problems.append(f"{uid}: no line in {transcripts}, {missing}")
         video = files.get("video")
         # A video's soundtrack is its audio unless a separate audio file is there.
         audio = files.get("audio", video)

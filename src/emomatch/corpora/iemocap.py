@@ -18,9 +18,9 @@ dropped later by every A+V+L run); a missing dialog video or transcription keeps
 that modality empty, also reported. Media paths are written relative to the manifest's folder
 (or absolute with ``absolute_paths``), so the manifest works wherever extraction runs from.
 
-Folds (METHOD.md section 5): fold k holds out the k-th session present; its female speaker is
-the validation split and its male speaker the test split (``both_orders`` adds folds with the
-roles swapped, numbered after the first ones, so fold_1.. keep their meaning).
+Folds (the paper's protocol, docs/corpora.md): fold k holds out the k-th session present; its
+female speaker is the validation split and its male speaker the test split (``both_orders`` adds
+folds with the roles swapped, numbered after the first ones, so fold_1.. keep their meaning).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import pandas as pd
 
 from emomatch.corpora.base import (
     CORPORA,
+    PROBLEMS_FILE,
     PreparedCorpus,
     check_options,
     flag_option,
@@ -85,7 +86,7 @@ LABEL_MAPPINGS: dict[str, dict[str, str]] = {
     },
 }
 
-#: what the full release gives with the 4-class mapping (paper, METHOD.md section 5)
+#: what the full release gives with the 4-class mapping (the paper's Table 1)
 FULL_RELEASE_4CLASS = {"neutral": 1708, "happy": 1636, "angry": 1103, "sad": 1084}
 FULL_RELEASE_SESSIONS = (1, 2, 3, 4, 5)
 
@@ -463,7 +464,9 @@ def read_iemocap(
         problems.extend(_check_full_release(per_label, len(df)))
         counts["full_release_check"] = "ok" if per_label == FULL_RELEASE_4CLASS else "differs"
     if problems:
-        log.warning("IEMOCAP: %d problem(s); see PreparedCorpus.problems", len(problems))
+        log.warning(
+            "IEMOCAP: %d problem(s), listed in %s", len(problems), Path(out) / PROBLEMS_FILE
+        )
     return PreparedCorpus(
         manifest=manifest,
         rows=len(df),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +43,22 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 NUMBER_COLUMNS = ("start", "end")
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
+def read_manifest(
+    path: str | Path, defaults: Mapping[str, str] | None = None, complete: bool = True
+) -> pd.DataFrame:
     """Read a CSV or JSONL manifest; a ``_line`` column keeps each row's (first) line in the file.
+
+    ``defaults``: standard columns the file may lack, with the value every row then gets (e.g.
+    ``{"split": ""}`` where the caller assigns splits itself, as ``emomatch import`` does).
 
     Everything else is text exactly as written (no ``NA`` guessing, spaces kept); ``start`` and
     ``end`` are numbers (NaN where empty). A file that cannot be read as a manifest (not UTF-8,
     a broken CSV quote or JSON line, a row with more or fewer fields than the header, a start or
     end that is not a finite number, no rows at all) is one :class:`DataError` that lists the
-    offending lines and fields: nothing is dropped or altered silently."""
+    offending lines and fields: nothing is dropped or altered silently.
+
+    ``complete=False`` (a manifest of clips to predict) needs only ``id`` and one of ``audio``,
+    ``video``, ``text``: the other columns are added empty."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist")
@@ -58,7 +66,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         columns, records = _jsonl_records(path)
     else:
         columns, records = _csv_records(path)
-    missing = [c for c in MANIFEST_COLUMNS if c not in columns]
+    needed = MANIFEST_COLUMNS if complete else ("id",)
+    missing = [c for c in needed if c not in columns and c not in (defaults or {})]
+    if not complete and not missing and not {"audio", "video", "text"} & set(columns):
+        missing = ["audio, video or text"]
     if missing:
         raise DataError(
             f"manifest {path}: missing column(s) {', '.join(missing)} "
@@ -84,7 +95,13 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             data[column] = [v if isinstance(v, str) else _text(v) for v in values]
     if problems:
         raise DataError(f"manifest {path}: {summarize([p for _, p in sorted(problems)])}")
+    for column, value in (defaults or {}).items():
+        if column not in data:
+            data[column] = [value] * len(records)
     data["_line"] = [line for line, _ in records]
+    for column in MANIFEST_COLUMNS:
+        if column not in data:  # only where ``complete`` is False
+            data[column] = [math.nan if column in NUMBER_COLUMNS else ""] * len(records)
     df = pd.DataFrame(data)
     for column in NUMBER_COLUMNS:
         df[column] = df[column].astype("float64")

@@ -30,6 +30,7 @@ import pandas as pd
 
 from emomatch.corpora.base import (
     CORPORA,
+    PROBLEMS_FILE,
     PreparedCorpus,
     check_options,
     flag_option,
@@ -389,7 +390,7 @@ def read_meld(
         "repaired_text": sum(r.repaired for r in rows),
     }
     if problems:
-        log.warning("MELD: %d problem(s); see PreparedCorpus.problems", len(problems))
+        log.warning("MELD: %d problem(s), listed in %s", len(problems), Path(out) / PROBLEMS_FILE)
     return PreparedCorpus(
         manifest=manifest,
         rows=len(df),

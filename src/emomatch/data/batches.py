@@ -1,4 +1,4 @@
-"""Batch streams over memory-mapped stores.
+"""Batch streams over feature stores (rows fetched by positional reads, a batch at a time).
 
 The training stream is a pure function of (seed, epoch, step): the labeled rows are reshuffled
 each epoch, and the unlabeled rows form an endless stream of reshuffled cycles that runs on its

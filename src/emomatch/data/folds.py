@@ -22,7 +22,11 @@ def choose_folds(store: FeatureStore, folds: Sequence[int] | None = None) -> lis
     store when ``None``; a store without folds is a config error."""
     available = store_folds(store)
     if not available:
-        raise ConfigError(f"store {store.path} has no fold_k field (fields: {store.fields})")
+        raise ConfigError(
+            f"store {store.path} has no fold_k field (fields: {store.fields}): --fold and "
+            "--folds need a manifest with fold_k columns (emomatch prepare writes them); train "
+            "without them on the store's split field"
+        )
     chosen = list(folds) if folds is not None else available
     unknown = [k for k in chosen if k not in available]
     if unknown:

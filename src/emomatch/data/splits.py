@@ -52,7 +52,7 @@ def check_shapes(
 def check_compatible(a: FeatureStore, b: FeatureStore, modalities: Sequence[str]) -> None:
     """Two stores in one run must hold the same features (shape and extractor settings); the
     error names the first setting that differs."""
-    from emomatch.extract.provenance import check_provenance, store_provenance
+    from emomatch.store.provenance import check_provenance, store_provenance
 
     check_provenance(
         store_provenance(a, modalities),
@@ -143,8 +143,11 @@ def check_finite(split: Split, modalities: Sequence[str]) -> None:
                 )
 
 
-def fit_stats(split: Split, modalities: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-dimension mean and std over valid positions of the split (float64 accumulation).
+def fit_stats(
+    split: Split, modalities: Sequence[str], *more: Split
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-dimension mean and std over valid positions of the split, and of ``more`` splits
+    pooled with it (float64 accumulation).
 
     Also checks finiteness on the way, since it reads every value anyway.
     """
@@ -154,10 +157,15 @@ def fit_stats(split: Split, modalities: Sequence[str]) -> dict[str, tuple[np.nda
         total = np.zeros(spec.dim)
         total_sq = np.zeros(spec.dim)
         count = 0
-        for rows, x in split.store.iter_chunks(m, split.rows):
+        chunks = (
+            (part, rows, x)
+            for part in (split, *more)
+            for rows, x in part.store.iter_chunks(m, part.rows)
+        )
+        for part, rows, x in chunks:
             if not np.isfinite(x).all():
-                check_finite(Split(split.store, split.name, rows), [m])
-            lengths = split.store.lengths(m, rows)
+                check_finite(Split(part.store, part.name, rows), [m])
+            lengths = part.store.lengths(m, rows)
             if x.ndim == 3:
                 valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
                 x = x[valid]
@@ -225,9 +233,20 @@ def training_split(store: FeatureStore, data: DataConfig, field: str | None = No
     """The labelled training split a run (or a baseline) learns from: selected, subsampled
     (``data.train_fraction``) and checked to hold every class; ``field`` defaults to
     ``data.split_field``."""
-    split = select_split(
+    return training_and_rest(store, data, field)[0]
+
+
+def training_and_rest(
+    store: FeatureStore, data: DataConfig, field: str | None = None
+) -> tuple[Split, Split | None]:
+    """The labelled training split (as :func:`training_split`) and the training utterances
+    ``data.train_fraction`` left out of it (None when it kept them all): the unlabelled pool
+    of ``data.unlabeled_pool: train_rest``."""
+    whole = select_split(
         store, field or data.split_field, data.train_split, data.modalities, True, data.missing
     )
-    split = subsample_labeled(split, data.train_fraction, data.subsample_seed)
+    split = subsample_labeled(whole, data.train_fraction, data.subsample_seed)
     require_all_classes(split)
-    return split
+    left = np.setdiff1d(whole.rows, split.rows)
+    rest = Split(store, f"{whole.name} (labels hidden)", left) if len(left) else None
+    return split, rest

@@ -13,6 +13,9 @@ import torch
 from emomatch.data import EvalBatches, FeatureBatches, Split, check_finite, select_split
 from emomatch.errors import DataError, EmomatchError
 from emomatch.metrics import classification_metrics
+from emomatch.model.ensemble import mean_probabilities
+from emomatch.rundir import RunFolder
+from emomatch.safeload import read_checkpoint
 from emomatch.store import FeatureStore
 from emomatch.training import EmoMatchModule
 
@@ -23,9 +26,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Emo
     path = Path(path)
     if not path.is_file():
         raise EmomatchError(f"checkpoint {path} does not exist")
+    lead = f"{path} is not a readable emomatch checkpoint"
+    saved = read_checkpoint(path, map_location=device, problem=lead)
     try:
-        module = EmoMatchModule.load_from_checkpoint(path, map_location=device)
-    except Exception as exc:  # torch/pickle/zip/Lightning errors: all mean "not a checkpoint"
+        # built from the safely read dict: Lightning's load_from_checkpoint would unpickle the
+        # file again, by default with weights_only=False
+        module = EmoMatchModule(**saved["hyper_parameters"])
+        module.load_state_dict(saved["state_dict"])
+        module.to(device)
+    except Exception as exc:  # a dict of other keys or shapes: "not a checkpoint" as well
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EmomatchError(
             f"{path} is not a readable emomatch checkpoint ({type(exc).__name__}: {detail}); "
@@ -44,10 +53,8 @@ def predict_split(module: EmoMatchModule, split: Split, batch_size: int = 256) -
     with torch.no_grad():
         for key in EvalBatches(len(split), batch_size):
             part = batches[key]["labeled"]
-            part["inputs"] = {
-                m: (x.to(device), n.to(device)) for m, (x, n) in part["inputs"].items()
-            }
-            probs.append(torch.softmax(module(part).float(), dim=1).cpu())
+            inputs = {m: (x.to(device), n.to(device)) for m, (x, n) in part["inputs"].items()}
+            probs.append(mean_probabilities([(module.model, module.normalizer)], inputs).cpu())
     return torch.cat(probs).numpy()
 
 
@@ -56,7 +63,7 @@ def check_same_features(module: EmoMatchModule, store: FeatureStore) -> None:
     (another extractor setting or version), naming the first differing setting. The training
     store is where the record is; when it has moved away the check cannot be made and is
     skipped with a warning."""
-    from emomatch.extract.provenance import check_provenance, store_provenance
+    from emomatch.store.provenance import check_provenance, store_provenance
 
     trained = Path(module.cfg.data.store)
     if store.path.resolve() == trained.resolve():
@@ -179,11 +186,13 @@ def evaluate_run(
 ) -> tuple[dict[str, Any], Path]:
     """``emomatch evaluate``: a finished run (one checkpoint, or a seed ensemble) scored on a
     split of its store or of ``store`` (refused when made with other extractor settings);
-    metrics.json and the confusion picture go to ``out`` (default ``run/evaluation``)."""
+    metrics.json and the confusion picture go to ``out`` (default ``run/evaluation``, and
+    ``run/evaluation/SPLIT`` for a ``split`` named)."""
     from emomatch.evaluation.report import write_report
-    from emomatch.runs import run_checkpoints
 
-    run = Path(run)
-    metrics = evaluate_checkpoints(run_checkpoints(run), [split], store=store)[0]
-    path = write_report(Path(out) if out is not None else run / "evaluation", metrics)
+    folder = RunFolder(run)
+    metrics = evaluate_checkpoints(folder.scoring_checkpoints(), [split], store=store)[0]
+    # another split than the test split gets a folder of its own: never over the test report
+    default = folder.evaluation_dir(split)
+    path = write_report(Path(out) if out is not None else default, metrics)
     return metrics, path

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from emomatch.files import atomic_path, atomic_write_text
+from emomatch.rundir import METRICS_FILE
 
 
 def figure_png(fig: Any) -> bytes:
@@ -55,6 +56,42 @@ def confusion_png(confusion: Sequence[Sequence[float]], classes: Sequence[str]) 
     return figure_png(fig)
 
 
+def confusion_grid_png(
+    panels: Sequence[tuple[str, Sequence[Sequence[float]]]], classes: Sequence[str]
+) -> bytes:
+    """Several confusion matrices of the same classes as small multiples: one titled panel
+    each, up to four a line, one shared colour scale (the share of the true class)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    cols = min(4, len(panels))
+    lines = -(-len(panels) // cols)
+    side = 0.45 * k + 1.2
+    fig, axes = plt.subplots(lines, cols, figsize=(side * cols, side * lines + 0.3), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (title, confusion) in zip(axes.flat, panels, strict=False):
+        cm = np.asarray(confusion, dtype=float)
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=6)
+        ax.set_yticks(range(k), classes, fontsize=6)
+        for i in range(k):
+            for j in range(k):
+                color = "white" if norm[i, j] > 0.5 else "black"
+                ax.text(
+                    j, i, f"{norm[i, j]:.2f}", ha="center", va="center", color=color, fontsize=5
+                )
+    fig.supxlabel("predicted", fontsize=8)
+    fig.supylabel("true", fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 def plot_confusion(
     confusion: Sequence[Sequence[float]], classes: Sequence[str], path: Path
 ) -> None:
@@ -66,7 +103,7 @@ def write_report(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
     holds ``confusion`` and ``classes``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "metrics.json"
+    path = out / METRICS_FILE
     atomic_write_text(path, json.dumps(metrics, indent=2))
     with atomic_path(out / "confusion.png") as tmp:
         plot_confusion(metrics["confusion"], metrics["classes"], tmp)

@@ -1,24 +1,14 @@
 """Running an experiment: every row's runs (folds x seeds) and the baselines on the same data.
 
-Layout of the output folder::
-
-    DIR/experiment.json      what was asked (experiment, base config, overrides, folds, seeds),
-                             each row's resolved config, versions; rewritten as runs finish
-    DIR/timings.json         wall seconds of each training run (summed over resumptions)
-    DIR/<row>/               the row's run, as `emomatch train` writes it (fold_k/, seed_S/)
-    DIR/baselines/<data>/    `emomatch baseline` on each distinct data setting of the rows
-    DIR/report.md, report.html
-
-Running it again skips finished runs and resumes an interrupted one (runs.py's resume).
+The output folder is laid out in :mod:`emomatch.experiments.layout`. Running it again skips
+finished runs and resumes an interrupted one (:func:`emomatch.runs.resume_or_train`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import platform
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -26,44 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import yaml
 from pytorch_lightning.callbacks import Callback
 
 from emomatch.baseline import run_baselines
 from emomatch.config import ExperimentConfig
 from emomatch.data.folds import choose_folds
 from emomatch.errors import ConfigError
+from emomatch.experiments.collect import METRIC_NAMES
+from emomatch.experiments.layout import BASELINES_DIR, MANIFEST, TIMINGS, training_runs, versions
+from emomatch.experiments.report import write_experiment_report
 from emomatch.experiments.spec import ExperimentSpec, Row, row_configs
 from emomatch.files import atomic_write_text, hold_lock
-from emomatch.runs import train_and_report, train_folds
+from emomatch.rundir import FOLD_PREFIX, SEED_PREFIX, RunFolder
+from emomatch.runs import resume_or_train, train_folds
 from emomatch.store import FeatureStore
-from emomatch.training.fit import CONFIG_FILE, config_differences
+from emomatch.training.fit import config_differences
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "experiment.json"
-TIMINGS = "timings.json"
-BASELINES_DIR = "baselines"
 #: data keys that only shape the unlabelled stream: the baselines never see it
 UNLABELED_KEYS = ("unlabeled_store", "unlabeled_split", "unlabeled_fraction", "unlabeled_count")
-
-
-def versions() -> dict[str, str]:
-    import numpy
-    import sklearn
-    import torch
-
-    import emomatch
-
-    return {
-        "emomatch": emomatch.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pytorch_lightning": pl.__version__,
-        "numpy": numpy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "platform": platform.platform(),
-    }
 
 
 def data_key(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -77,17 +49,6 @@ def data_folder(cfg: ExperimentConfig) -> str:
     letters = "".join(m[0].upper() for m in cfg.data.modalities)
     digest = hashlib.sha1(json.dumps(data_key(cfg), sort_keys=True).encode()).hexdigest()[:8]
     return f"{letters}-{digest}"
-
-
-def is_finished(run_dir: Path) -> bool:
-    return (run_dir / "metrics.json").is_file()
-
-
-def training_runs(folder: Path) -> list[Path]:
-    """The finished single training runs under a row's folder (a run, its folds, its seeds):
-    the folders holding both ``config.yaml`` and ``metrics.json``."""
-    found = [p.parent for p in folder.rglob(CONFIG_FILE) if is_finished(p.parent)]
-    return sorted(found)
 
 
 class Progress(Callback):
@@ -161,9 +122,9 @@ def training_runs_of(
             run.seed = cfg.seed + i
             where = row_dir
             if k is not None:
-                run.data.split_field = f"fold_{k}"
-                where = where / f"fold_{k}"
-            out.append((where / f"seed_{run.seed}" if seeds > 1 else where, run))
+                run.data.split_field = f"{FOLD_PREFIX}{k}"
+                where = where / f"{FOLD_PREFIX}{k}"
+            out.append((where / f"{SEED_PREFIX}{run.seed}" if seeds > 1 else where, run))
     return out
 
 
@@ -176,12 +137,10 @@ def check_finished(row: Row, row_dir: Path, runs: Sequence[tuple[Path, Experimen
     settings), same seeds and folds. Otherwise a changed --set or --seeds would be reported
     with the old runs' scores."""
     for run_dir, cfg in runs:
-        if not is_finished(run_dir) or not (run_dir / CONFIG_FILE).is_file():
+        run = RunFolder(run_dir)
+        if not run.is_finished() or not run.config_path.is_file():
             continue
-        saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-        with contextlib.suppress(ValueError):
-            # a run saved by an earlier version lacks keys added since: they take their defaults
-            saved = ExperimentConfig.model_validate(saved).model_dump(mode="json")
+        saved = run.saved_config()
         changed = [
             ".".join(k)
             for k in config_differences(saved, cfg.model_dump(mode="json"))
@@ -215,7 +174,6 @@ def run_experiment(
     and the baselines on each distinct data setting into ``out/baselines``; write the report.
 
     ``folds``: None (the config's split field), ``"all"`` or fold numbers, as ``train``."""
-    from emomatch.experiments.report import write_experiment_report
 
     out = Path(out)
     if isinstance(folds, str) and folds != "all":
@@ -236,7 +194,7 @@ def run_experiment(
         manifest["command_line"] = command_line or manifest["command_line"]
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
         total = sum(len(v) for v in runs.values())
-        finished = sum(is_finished(d) for v in runs.values() for d, _ in v)
+        finished = sum(RunFolder(d).is_finished() for v in runs.values() for d, _ in v)
         progress = Progress(total, finished, out / TIMINGS, say)
         say(
             f"experiment {spec.name}: {len(rows)} rows, {total} training runs "
@@ -250,7 +208,33 @@ def run_experiment(
         manifest["finished"] = _now()
         manifest["wall_seconds_this_session"] = round(time.monotonic() - started, 1)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-        return write_experiment_report(out, out)
+        summary = write_experiment_report(out, out)
+    alike = all_rows_alike(summary)
+    if alike is not None:
+        say(f"warning: {alike}")
+    return summary
+
+
+def all_rows_alike(summary: dict[str, Any]) -> str | None:
+    """A warning when every row of an experiment scored exactly the same (None otherwise): the
+    rows differ in their settings, so the same scores mean none of them learned anything that
+    depends on them (a training split of one batch: one step an epoch; too few epochs)."""
+    rows = summary.get("rows", {})
+    if len(rows) < 2:
+        return None
+    scores = {tuple(row.get(k) for k in METRIC_NAMES) for row in rows.values()}
+    if len(scores) > 1:
+        return None
+    (first,) = scores
+    shown = ", ".join(
+        f"{name} {value:.3f}" if isinstance(value, float) else f"{name} {value}"
+        for name, value in zip(METRIC_NAMES.values(), first, strict=True)
+    )
+    return (
+        f"every row of the experiment scored the same ({shown}): the settings the rows vary "
+        "changed nothing; too few optimizer steps an epoch (train.min_steps_per_epoch) or too "
+        "few epochs?"
+    )
 
 
 def _run_row(
@@ -261,17 +245,12 @@ def _run_row(
     seeds: int,
     progress: Progress,
 ) -> dict[str, Any]:
-    done = row_dir / "metrics.json"
-    if done.is_file():
-        return dict(json.loads(done.read_text()))
-    if folds is not None:
-        return train_folds(
-            cfg, row_dir, folds=folds, resume=True, seeds=seeds, callbacks=[progress]
-        )
-    if seeds > 1:
-        return train_and_report(cfg, row_dir, resume=True, seeds=seeds, callbacks=[progress])
-    resume = (row_dir / "checkpoints" / "last.ckpt").is_file()
-    return train_and_report(cfg, row_dir, resume=resume, callbacks=[progress])
+    run = RunFolder(row_dir)
+    if run.is_finished():
+        return run.read_metrics()
+    if folds is None:
+        return resume_or_train(cfg, row_dir, resume=True, callbacks=[progress], seeds=seeds)
+    return train_folds(cfg, row_dir, folds=folds, resume=True, seeds=seeds, callbacks=[progress])
 
 
 def _run_all_baselines(

@@ -26,10 +26,10 @@ from pydantic import (
 
 from emomatch.config import (
     ExperimentConfig,
-    _override_key,
-    _read_yaml,
-    _where,
+    key_source,
     load_config,
+    read_yaml,
+    split_override,
 )
 from emomatch.errors import ConfigError
 from emomatch.metrics import METRIC_KEYS
@@ -141,7 +141,7 @@ def spec_path(name_or_path: str | Path) -> Path:
 def load_spec(name_or_path: str | Path) -> ExperimentSpec:
     """Read and validate an experiment file; errors name the file, the line and the key."""
     path = spec_path(name_or_path)
-    raw, lines = _read_yaml(path)
+    raw, lines = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (title:, rows:, ...)")
     try:
@@ -151,7 +151,7 @@ def load_spec(name_or_path: str | Path) -> ExperimentSpec:
         for err in exc.errors():
             loc = tuple(str(p) for p in err["loc"])
             problems.append(
-                f"{_where(loc, str(path), lines, set())}: {'.'.join(loc)}: {err['msg']}"
+                f"{key_source(loc, str(path), lines, set())}: {'.'.join(loc)}: {err['msg']}"
             )
         raise ConfigError("\n".join(problems)) from None
     spec.name = path.stem
@@ -167,9 +167,9 @@ def as_overrides(values: dict[str, Any]) -> list[str]:
 def row_overrides(spec: ExperimentSpec, row: Row, user: Sequence[str]) -> list[str]:
     """The overrides of one run, in order: the experiment's, the user's, the row's own. A user
     override of a key the row sets would silently lose: it is an error instead."""
-    row_keys = {_override_key(k + "=")[0] for k in row.set}
+    row_keys = {split_override(k + "=")[0] for k in row.set}
     for item in user:
-        key = _override_key(item)[0]
+        key = split_override(item)[0]
         clash = [k for k in row_keys if k == key or k.startswith(key + ".")]
         if clash:
             raise ConfigError(

@@ -11,7 +11,6 @@ MP4, the soundtrack of an AVI) and any segment of it can be used, always at 16 k
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tempfile
 import warnings
@@ -21,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from emomatch.errors import ConfigError, DataError
-from emomatch.extract.audio import SAMPLE_RATE, AudioError, load_audio
+from emomatch.errors import ConfigError
+from emomatch.extract.audio import SAMPLE_RATE, load_clip
 from emomatch.extract.base import (
     EXTRACTORS,
     Features,
@@ -95,29 +94,6 @@ def _smile_error(exc: Exception, feature_set: Any, level: str) -> str:
     finally:
         Path(log).unlink(missing_ok=True)
     return "; ".join(lines[-3:]) or str(exc)
-
-
-def load_clip(item: Utterance, silence_db: float | None) -> tuple[np.ndarray, float] | ItemError:
-    """An item's audio (or its video's soundtrack) as a 16 kHz mono signal and its seconds; an
-    :class:`ItemError` when it cannot be read or its peak is below ``silence_db`` dBFS."""
-    source = item.audio if item.audio is not None else item.video
-    if source is None:
-        return ItemError("no audio or video file for this item")
-    try:
-        signal = load_audio(source, item.start, item.end, SAMPLE_RATE)
-    except AudioError as exc:
-        return ItemError(str(exc))
-    except DataError as exc:
-        return ItemError(f"{source}: {exc}")
-    peak = float(np.max(np.abs(signal)))
-    if silence_db is not None:
-        level = 20 * math.log10(peak) if peak > 0 else -math.inf
-        if level < silence_db:
-            return ItemError(
-                f"{source}: silent audio (peak {level:.1f} dBFS is below "
-                f"silence_db {silence_db} dBFS)"
-            )
-    return signal, len(signal) / SAMPLE_RATE
 
 
 class OpenSmileExtractor:

@@ -7,11 +7,13 @@ recording costs a few hundred milliseconds of decoding, not the whole file.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from emomatch.errors import DataError
+from emomatch.extract.base import ItemError, Utterance
 
 SAMPLE_RATE = 16000
 
@@ -181,3 +183,26 @@ def _cut(
     if len(cut) == 0:
         raise AudioError(f"{path}: segment [{begin:.3f}, {end}] s holds no audio samples")
     return np.ascontiguousarray(cut)
+
+
+def load_clip(item: Utterance, silence_db: float | None) -> tuple[np.ndarray, float] | ItemError:
+    """An item's audio (or its video's soundtrack) as a 16 kHz mono signal and its seconds; an
+    :class:`ItemError` when it cannot be read or its peak is below ``silence_db`` dBFS."""
+    source = item.audio if item.audio is not None else item.video
+    if source is None:
+        return ItemError("no audio or video file for this item")
+    try:
+        signal = load_audio(source, item.start, item.end, SAMPLE_RATE)
+    except AudioError as exc:
+        return ItemError(str(exc))
+    except DataError as exc:
+        return ItemError(f"{source}: {exc}")
+    peak = float(np.max(np.abs(signal)))
+    if silence_db is not None:
+        level = 20 * math.log10(peak) if peak > 0 else -math.inf
+        if level < silence_db:
+            return ItemError(
+                f"{source}: silent audio (peak {level:.1f} dBFS is below "
+                f"silence_db {silence_db} dBFS)"
+            )
+    return signal, len(signal) / SAMPLE_RATE

@@ -7,7 +7,7 @@ from typing import Any
 
 from emomatch.errors import EmomatchError, WorkerError
 from emomatch.extract.base import Extractor, Utterance
-from emomatch.extract.run import WORKER_DIED, ChunkResult, extract_chunk
+from emomatch.extract.worker import WORKER_DIED, ChunkResult, extract_chunk
 
 
 class _Worker:

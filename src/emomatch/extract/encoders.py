@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from emomatch.errors import ConfigError
-from emomatch.extract.acoustic import load_clip
-from emomatch.extract.audio import SAMPLE_RATE
+from emomatch.extract.audio import SAMPLE_RATE, load_clip
 from emomatch.extract.base import (
     EXTRACTORS,
     Features,

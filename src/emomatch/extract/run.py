@@ -15,13 +15,11 @@ import logging
 import math
 import os
 import re
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -29,16 +27,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emomatch import MODALITIES
 from emomatch.corpora.manifest import read_manifest, resolve_media, validate_manifest
+from emomatch.corpora.record import read_corpus_record
+from emomatch.domain import MODALITIES
 from emomatch.errors import DataError, WorkerError, WriteError
 from emomatch.extract.base import (
     EXTRACTORS,
     Extractor,
-    Features,
-    ItemError,
-    Result,
     Utterance,
+)
+from emomatch.extract.worker import (
+    WORKER_DIED,
+    ChunkResult,
+    extract_chunk,
+    init_worker,
+    run_in_worker,
 )
 from emomatch.files import describe_os_error
 from emomatch.store import StoreWriter
@@ -48,11 +51,6 @@ log = logging.getLogger(__name__)
 DEFAULT_EXTRACTORS = {"acoustic": "acoustic", "visual": "faces", "lexical": "transformer"}
 FOLD_COLUMN = re.compile(r"^fold_\d+$")
 ERRORS_FILE = "errors.jsonl"
-WORKER_DIED = (
-    "an extraction worker process died (killed, out of memory, or a crash in native code); "
-    "the parts already written are kept: run the same command again to continue "
-    "(with fewer --workers if memory is short)"
-)
 
 
 def load_builtin_extractors() -> None:
@@ -75,90 +73,6 @@ def build_extractors(
     if any(chosen[m] not in EXTRACTORS for m in modalities):
         load_builtin_extractors()
     return {m: EXTRACTORS.get(chosen[m])(**dict((options or {}).get(m, {}))) for m in modalities}
-
-
-@dataclass
-class ChunkResult:
-    ids: list[str]
-    arrays: dict[str, list[np.ndarray]]
-    lengths: dict[str, list[int]]
-    errors: list[dict[str, str]]
-    seconds: float
-    failed_ids: set[str] = field(default_factory=set)
-
-
-def extract_modalities(
-    extractors: Mapping[str, Extractor], items: Sequence[Utterance]
-) -> dict[str, list[Result]]:
-    """Each modality's results of the items, in memory (no store): one per item, in order."""
-    # The acoustic extractor cuts with start/end: hand it the audio's own segment.
-    audio_items = [replace(it, start=it.audio_start, end=it.audio_end) for it in items]
-    return {
-        m: ex.extract(audio_items if m == "acoustic" else items) for m, ex in extractors.items()
-    }
-
-
-def extract_chunk(extractors: Mapping[str, Extractor], items: Sequence[Utterance]) -> ChunkResult:
-    """All modalities of a chunk; an item that fails any modality is reported and left out."""
-    per_modality = extract_modalities(extractors, items)
-    result = ChunkResult(
-        ids=[],
-        arrays={m: [] for m in extractors},
-        lengths={m: [] for m in extractors},
-        errors=[],
-        seconds=0.0,
-    )
-    for i, item in enumerate(items):
-        outcomes = {m: per_modality[m][i] for m in extractors}
-        bad = {m: o for m, o in outcomes.items() if isinstance(o, ItemError)}
-        if bad:
-            for m, o in bad.items():
-                assert isinstance(o, ItemError)
-                result.errors.append({"id": item.id, "modality": m, "reason": o.reason})
-            result.failed_ids.add(item.id)
-            continue
-        result.ids.append(item.id)
-        seconds = 0.0
-        for m, outcome in outcomes.items():
-            assert isinstance(outcome, Features)
-            result.arrays[m].append(outcome.array)
-            result.lengths[m].append(outcome.length)
-            seconds = max(seconds, outcome.seconds)
-        result.seconds += seconds
-    return result
-
-
-# One set of extractors per worker process, built once by the pool's initializer: models and
-# openSMILE objects are too costly to rebuild per chunk.
-_worker_extractors: dict[str, Extractor] = {}
-
-
-def _init_worker(extractors: Mapping[str, Extractor], threads: int) -> None:
-    # Bound the math libraries' threads so that workers do not oversubscribe the cores. torch is
-    # configured only if the extractors brought it in (it takes seconds to import, for nothing
-    # with openSMILE); one imported later reads the environment variables.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-    # A worker holds a write end of its own task queue, so it never sees the queue close: if the
-    # main process is killed (SIGKILL, the OOM killer) the worker would wait forever, holding
-    # its models in memory. It leaves as soon as it is orphaned instead.
-    parent = os.getppid()
-
-    def leave_when_orphaned() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=leave_when_orphaned, name="orphan-watch", daemon=True).start()
-    _worker_extractors.clear()
-    _worker_extractors.update(extractors)
-
-
-def _run_in_worker(items: Sequence[Utterance]) -> ChunkResult:
-    return extract_chunk(_worker_extractors, items)
 
 
 def utterances_from_manifest(df: pd.DataFrame) -> list[Utterance]:
@@ -214,14 +128,23 @@ class ExtractionSummary:
 
     def __str__(self) -> str:
         return (
-            f"extracted {self.done}, skipped (already in the store) {self.skipped}, "
-            f"failed {self.failed} (see {self.errors_file}); {self.seconds:.1f} s wall, "
-            f"{self.media_seconds:.1f} s of media, real-time factor {self.realtime_factor:.1f}"
-        ) + (
-            f"; repaired the store: dropped damaged {', '.join(self.dropped)} and extracted "
-            "their utterances again"
-            if self.dropped
-            else ""
+            (
+                f"extracted {self.done}, skipped (already in the store) {self.skipped}, "
+                f"failed {self.failed} (see {self.errors_file}); {self.seconds:.1f} s wall"
+            )
+            + (
+                # text alone has no media time: a real-time factor of 0.0 said nothing
+                f", {self.media_seconds:.1f} s of media, "
+                f"real-time factor {self.realtime_factor:.1f}"
+                if self.media_seconds > 0
+                else ""
+            )
+            + (
+                f"; repaired the store: dropped damaged {', '.join(self.dropped)} and extracted "
+                "their utterances again"
+                if self.dropped
+                else ""
+            )
         )
 
 
@@ -239,13 +162,13 @@ def _local_results(
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = get_context("spawn")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(dict(extractors), threads)
+        workers, mp_context=ctx, initializer=init_worker, initargs=(dict(extractors), threads)
     ) as pool:
         # Bounded look-ahead keeps memory flat and the number of items in flight small.
         pending = []
         queue = iter(chunks)
         for chunk in queue:
-            pending.append(pool.submit(_run_in_worker, chunk))
+            pending.append(pool.submit(run_in_worker, chunk))
             if len(pending) >= 2 * workers:
                 break
         while pending:
@@ -258,25 +181,78 @@ def _local_results(
             nxt = next(queue, None)
             if nxt is not None:
                 try:
-                    pending.append(pool.submit(_run_in_worker, nxt))
+                    pending.append(pool.submit(run_in_worker, nxt))
                 except BrokenProcessPool:
                     raise WorkerError(WORKER_DIED) from None
 
 
+@dataclass
+class ExtractionJob:
+    """How a run extracts, whatever it extracts: one extractor per modality, run in chunks of
+    ``chunk_size`` utterances by ``workers`` local processes or Ray actors (``engine``); a test
+    or another engine may hand its own ``results`` stream instead."""
+
+    extractors: Mapping[str, Extractor]
+    workers: int = 1
+    chunk_size: int = 16
+    engine: str = "local"
+    address: str | None = None
+    progress: bool = True
+    results: Callable[..., Iterable[ChunkResult]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1 or self.workers < 1:
+            raise DataError(
+                f"--chunk-size and --workers must be at least 1, got {self.chunk_size} and "
+                f"{self.workers}"
+            )
+        if self.engine not in ("local", "ray") and self.results is None:
+            raise DataError(f"unknown engine {self.engine!r}; use 'local' or 'ray'")
+
+    def stream(self, items: Sequence[Utterance]) -> Iterable[ChunkResult]:
+        """The chunks' results, in the order the engine finishes them."""
+        chunks = _chunks(items, self.chunk_size)
+        if self.results is not None:
+            return self.results(self.extractors, chunks, self.workers)
+        if self.engine == "ray":
+            from emomatch.extract.distributed import ray_results
+
+            return ray_results(self.extractors, chunks, self.workers, self.address)
+        return _local_results(self.extractors, chunks, self.workers)
+
+
+class ErrorReport:
+    """``errors.jsonl``: one JSON line per bad item, flushed as it comes; a write that fails
+    (a full disk) is one clear error naming the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise WriteError(f"cannot write {path}: {describe_os_error(exc)}") from None
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        try:
+            self._file.write(json.dumps(entry) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise WriteError(f"cannot write {self.path}: {describe_os_error(exc)}") from None
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise WriteError(f"cannot write {self.path}: {describe_os_error(exc)}") from None
+
+
 def _extract_into(
+    job: ExtractionJob,
     writer: StoreWriter,
-    err: Any,
-    errors_path: Path,
+    errors: ErrorReport,
     usable: pd.DataFrame,
     problems: Sequence[Any],
     fields: Sequence[str],
-    extractors: Mapping[str, Extractor],
-    chunk_size: int,
-    workers: int,
-    engine: str,
-    address: str | None,
-    progress: bool,
-    results: Callable[..., Iterable[ChunkResult]] | None,
 ) -> tuple[int, int, float, int]:
     """The run proper, with the store locked and the error report open; returns (written,
     failed, media seconds, skipped)."""
@@ -288,34 +264,16 @@ def _extract_into(
     failed: set[str] = set()
     media_seconds = 0.0
     written = 0
-
-    def report(line: str) -> None:
-        try:
-            err.write(line + "\n")
-            err.flush()
-        except OSError as exc:
-            raise WriteError(f"cannot write {errors_path}: {describe_os_error(exc)}") from None
-
     for p in problems:
-        report(json.dumps({"id": p.id, "modality": "manifest", "reason": str(p)}))
+        errors.add({"id": p.id, "modality": "manifest", "reason": str(p)})
         failed.add(p.id)
-    chunks = _chunks(items, chunk_size)
-    if results is not None:
-        stream = results(extractors, chunks, workers)
-    elif engine == "ray":
-        from emomatch.extract.distributed import ray_results
-
-        stream = ray_results(extractors, chunks, workers, address)
-    elif engine == "local":
-        stream = _local_results(extractors, chunks, workers)
-    else:
-        raise DataError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+    stream = job.stream(items)
     from tqdm import tqdm
 
-    bar = tqdm(total=len(items), unit="utt", disable=not progress, desc="extract")
+    bar = tqdm(total=len(items), unit="utt", disable=not job.progress, desc="extract")
     for result in stream:
         for e in result.errors:
-            report(json.dumps(e))
+            errors.add(e)
         failed |= result.failed_ids
         if result.ids:
             part = rows.loc[result.ids]
@@ -325,10 +283,10 @@ def _extract_into(
                     "speaker": part["speaker"].to_numpy(),
                     "label": [lab or None for lab in part["label"]],
                     **{f: part[f].to_numpy() if f in part else "" for f in fields},
-                    **{f"{m}_length": result.lengths[m] for m in extractors},
+                    **{f"{m}_length": result.lengths[m] for m in job.extractors},
                 }
             )
-            writer.write_part(index, {m: np.stack(result.arrays[m]) for m in extractors})
+            writer.write_part(index, {m: np.stack(result.arrays[m]) for m in job.extractors})
             written += len(result.ids)
         media_seconds += result.seconds
         bar.update(len(result.ids) + len(result.failed_ids))
@@ -351,10 +309,7 @@ def run_extraction(
     """Extract every pending utterance of the manifest into the store at ``out`` with one
     extractor per modality (see :func:`build_extractors`)."""
     start_time = time.perf_counter()
-    if chunk_size < 1 or workers < 1:
-        raise DataError(
-            f"--chunk-size and --workers must be at least 1, got {chunk_size} and {workers}"
-        )
+    job = ExtractionJob(extractors, workers, chunk_size, engine, address, progress, results)
     df = read_manifest(manifest)
     # Checked before anything is written: a store is never created from zero rows (its classes
     # would be fixed to none, refusing every later extraction into it).
@@ -382,33 +337,23 @@ def run_extraction(
         classes=classes,
         modalities={m: ex.spec() for m, ex in extractors.items()},
         fields=fields,
-        info={"manifest": str(Path(manifest).resolve())},
+        info={
+            "manifest": str(Path(manifest).resolve()),
+            # what the clips are (name, generated or real, language), for the models trained
+            # on these features to say
+            "corpus": read_corpus_record(manifest),
+        },
     ) as writer:
-        try:
-            err = open(errors_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise WriteError(f"cannot write {errors_path}: {describe_os_error(exc)}") from None
+        errors = ErrorReport(errors_path)
         # Closed by hand: a close that fails (its last flush on a full disk) must not replace
         # the error already on its way, nor go unreported when there is none.
         try:
             written, failed, media_seconds, skipped = _extract_into(
-                writer,
-                err,
-                errors_path,
-                usable,
-                problems,
-                fields,
-                extractors,
-                chunk_size,
-                workers,
-                engine,
-                address,
-                progress,
-                results,
+                job, writer, errors, usable, problems, fields
             )
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                err.close()
+            with contextlib.suppress(WriteError):
+                errors.close()
             if isinstance(exc, KeyboardInterrupt):
                 log.warning(
                     "interrupted: the parts already written to %s are kept; run the same "
@@ -416,10 +361,7 @@ def run_extraction(
                     out,
                 )
             raise
-        try:
-            err.close()
-        except OSError as exc:
-            raise WriteError(f"cannot write {errors_path}: {describe_os_error(exc)}") from None
+        errors.close()
     summary = ExtractionSummary(
         store=out,
         done=written,
@@ -430,5 +372,6 @@ def run_extraction(
         errors_file=errors_path,
         dropped=[name for name, _ in writer.dropped],
     )
-    log.info("%s", summary)
+    # the command prints the summary itself: logged here too, it showed twice
+    log.debug("%s", summary)
     return summary

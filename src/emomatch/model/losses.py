@@ -111,5 +111,46 @@ def objective(
     return total, parts
 
 
+def prediction_terms(
+    model: EmotionModel,
+    inputs: Inputs,
+    cfg: LossConfig,
+    generator: torch.Generator,
+    teacher: EmotionModel | None = None,
+) -> dict[str, torch.Tensor]:
+    """Weighted ``pseudo`` and ``consistency`` terms of a batch whose labels are not used.
+
+    The teacher (``teacher``, else ``model`` itself in eval mode: no dropout) predicts on the
+    clean inputs without a gradient; the model predicts on a perturbed view (``view_noise``,
+    ``view_modality_dropout``, and its own dropout). Pseudo-labels: cross-entropy to the
+    teacher's class where its probability reaches ``pseudo_threshold``, averaged over the whole
+    batch (FixMatch), so a term that finds few confident rows stays small. Consistency: the
+    squared distance between the two probability vectors.
+    """
+    from emomatch.model.views import drop_modalities, noisy
+
+    source = teacher if teacher is not None else model
+    was_training = source.training
+    source.eval()
+    with torch.no_grad():
+        probs = source(inputs, reconstruct=False).logits.float().softmax(1)
+    source.train(was_training)
+    view = noisy(inputs, cfg.view_noise, generator)
+    if cfg.view_modality_dropout > 0 and len(view) > 1:
+        view = drop_modalities(view, cfg.view_modality_dropout, generator)
+    logits = model(view, reconstruct=False).logits.float()
+    zero = logits.new_zeros(())
+    parts = {"pseudo": zero, "consistency": zero}
+    if cfg.pseudo_threshold is not None:
+        confidence, target = probs.max(1)
+        mask = (confidence >= cfg.pseudo_threshold).to(logits.dtype)
+        ce = F.cross_entropy(logits, target, reduction="none")
+        parts["pseudo"] = cfg.pseudo_weight * (ce * mask).mean()
+    if cfg.consistency_weight > 0:
+        gap = (logits.softmax(1) - probs).pow(2).sum(1).mean()
+        parts["consistency"] = cfg.consistency_weight * gap
+    return parts
+
+
 def term_values(terms: Terms) -> Mapping[str, torch.Tensor]:
     return {"rec": terms.rec, "pair": terms.pair, "unpaired": terms.unpaired}

@@ -10,16 +10,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from emomatch import MODALITIES
 from emomatch.config import ModelConfig
+from emomatch.domain import MODALITIES
 from emomatch.errors import ConfigError
-from emomatch.model.autoencoders import (
-    LEXICAL_CONVS,
-    VISUAL_CONVS,
-    AcousticDAE,
-    SequenceDAE,
-    mlp,
-)
+from emomatch.model.autoencoders import SEQUENCE_CONVS, SequenceDAE, VectorDAE, mlp
 
 #: A batch of inputs: modality -> (features, valid lengths)
 Inputs = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
@@ -32,6 +26,33 @@ class ModelOutput:
     reconstructions: dict[str, torch.Tensor] = field(default_factory=dict)
     #: modality -> which rows have it (length > 0)
     present: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def autoencoder(modality: str, shape: tuple[int, ...], cfg: ModelConfig) -> VectorDAE | SequenceDAE:
+    """The auto-encoder a modality's feature shape calls for: ``[D]`` -> the MLP one with the
+    modality's ``<modality>_hidden`` layers, ``[T, D]`` -> the Transformer + convolution one with
+    the modality's convolution stack and ``<modality>_hidden`` layers after it (the paper's
+    Table 3 when acoustic is a vector and visual and lexical are sequences)."""
+    hidden: list[int] = getattr(cfg, f"{modality}_hidden")
+    if len(shape) == 1:
+        return VectorDAE(shape[0], hidden, cfg.latent_dim, dropout=cfg.mlp_dropout)
+    if len(shape) == 2:
+        return SequenceDAE(
+            max_len=shape[0],
+            dim=shape[1],
+            convs=SEQUENCE_CONVS[modality],
+            hidden=hidden,
+            latent=cfg.latent_dim,
+            heads=cfg.heads,
+            layers=cfg.transformer_layers,
+            feedforward=cfg.feedforward_dim,
+            dropout=cfg.dropout,
+            norm_first=cfg.norm_first,
+            positional=cfg.positional,
+        )
+    raise ConfigError(
+        f"{modality} features must be vectors [D] or sequences [T, D], got shape {list(shape)}"
+    )
 
 
 class EmotionModel(nn.Module):
@@ -60,37 +81,15 @@ class EmotionModel(nn.Module):
             raise ConfigError("the model needs at least one modality")
         self.daes = nn.ModuleDict()
         for m in self.modalities:
-            shape = tuple(shapes[m])
-            if m == "acoustic":
-                if len(shape) != 1:
-                    raise ConfigError(f"acoustic features must be vectors, got shape {shape}")
-                self.daes[m] = AcousticDAE(
-                    shape[0], cfg.acoustic_hidden, cfg.latent_dim, dropout=cfg.mlp_dropout
-                )
-            else:
-                if len(shape) != 2:
-                    raise ConfigError(f"{m} features must be sequences (T x D), got {shape}")
-                self.daes[m] = SequenceDAE(
-                    max_len=shape[0],
-                    dim=shape[1],
-                    convs=VISUAL_CONVS if m == "visual" else LEXICAL_CONVS,
-                    hidden=cfg.visual_hidden if m == "visual" else cfg.lexical_hidden,
-                    latent=cfg.latent_dim,
-                    heads=cfg.heads,
-                    layers=cfg.transformer_layers,
-                    feedforward=cfg.feedforward_dim,
-                    dropout=cfg.dropout,
-                    norm_first=cfg.norm_first,
-                    positional=cfg.positional,
-                )
+            self.daes[m] = autoencoder(m, tuple(shapes[m]), cfg)
         self.input_dropout = nn.Dropout(cfg.input_dropout)
         self.classifier = mlp(
             [cfg.latent_dim * len(self.modalities), *cfg.classifier_hidden, num_classes],
             dropout=cfg.mlp_dropout,
         )
 
-    def dae(self, modality: str) -> AcousticDAE | SequenceDAE:
-        return cast(AcousticDAE | SequenceDAE, self.daes[modality])
+    def dae(self, modality: str) -> VectorDAE | SequenceDAE:
+        return cast(VectorDAE | SequenceDAE, self.daes[modality])
 
     def _run(
         self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *args: torch.Tensor

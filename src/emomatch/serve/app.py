@@ -1,19 +1,22 @@
 """The HTTP service: ``POST /predict``, ``GET /health``, the web page at ``/`` and the OpenAPI
 page at ``/docs``.
 
-A request is checked in order of cost: its declared size before its body is read (413), the
-clip's media type before its content is looked at (415), then a probe that opens and times the
-clip (422), and only then does it take a place in the prediction pool (503 when none is left).
+A request is checked in order of cost (the first checks by the middleware of
+:mod:`emomatch.serve.gate`): its declared size before its body is read (413), the
+number of uploads in flight (503), the clip's media type before its content is looked at (415);
+then it takes a place in the prediction pool (503 when none is left), where a probe opens,
+measures and times the clip (422) before the predictor reads it: the probe's decoding is
+bounded by the pool like the prediction's. A body that stalls or trickles past its deadline is
+answered 408 and its connection closed; every refusal is JSON, a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -26,8 +29,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from emomatch import __version__
+from emomatch.domain import __version__
 from emomatch.errors import DataError, EmomatchError
+from emomatch.serve.docs import add_offline_docs
+from emomatch.serve.gate import OVERSIZE, HostCheck, UploadGate
+from emomatch.serve.guard import is_loopback
 from emomatch.serve.pool import PoolFull, PredictionPool
 from emomatch.serve.probe import (
     ClipInfo,
@@ -40,14 +46,6 @@ from emomatch.serve.protocols import PredictionLike, PredictorLike
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-#: set in a request's scope when its body passed the upload limit while it was being read
-_OVERSIZE = "emomatch.upload_too_large"
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
 
@@ -67,6 +65,16 @@ class ServeSettings:
     max_text_chars: int = 5000
     #: what a 503 answer tells clients to wait before trying again, seconds
     retry_after_s: int = 5
+    #: a request's headers must arrive within this, and no pause in its body be longer, seconds
+    read_timeout_s: float = 20.0
+    #: a whole upload must arrive within this, seconds (50 MB in 300 s is 1.3 Mbit/s)
+    upload_timeout_s: float = 300.0
+    #: uploads being received at once; one more gets 503 (each holds up to 1 MB in memory)
+    max_uploads: int = 32
+    #: open connections; one more gets 503 at once
+    max_connections: int = 256
+    #: largest video frame a clip may have, pixels (4096 x 4096); a larger one gets 422
+    max_frame_pixels: int = 4096 * 4096
 
     def __post_init__(self) -> None:
         problems = []
@@ -82,6 +90,12 @@ class ServeSettings:
             problems.append(f"max_text_chars must be at least 1, got {self.max_text_chars}")
         if self.retry_after_s < 1:
             problems.append(f"retry_after_s must be at least 1, got {self.retry_after_s}")
+        for name in ("read_timeout_s", "upload_timeout_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_uploads", "max_connections", "max_frame_pixels"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if problems:
             raise EmomatchError("serve settings: " + "; ".join(problems))
 
@@ -132,99 +146,6 @@ def _segment(prediction: PredictionLike, named: Callable[[str], str]) -> Segment
     )
 
 
-class UploadGate:
-    """ASGI middleware in front of ``POST /predict``: a body over the limit or a full pool is
-    answered before the upload is parsed, and a body that grows past the limit while it
-    streams (no or a false Content-Length) is cut off and answered 413."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, pool: PredictionPool[Any], retry: int):
-        self.app = app
-        self.max_bytes = max_bytes
-        self.pool = pool
-        self.retry = retry
-
-    def _too_large(self) -> str:
-        return (
-            f"upload larger than this service's limit of {self.max_bytes / 1e6:g} MB; "
-            "send a shorter or more compressed clip"
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/predict":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(receive, send, 413, self._too_large())
-            return
-        if self.pool.full():
-            await self._refuse(
-                receive, send, 503, "the service is busy; try again shortly", self.retry
-            )
-            return
-        received = 0
-        over = False
-
-        async def limited() -> Message:
-            nonlocal received, over
-            if over:
-                return {"type": "http.request", "body": b"", "more_body": False}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    over = True
-                    scope[_OVERSIZE] = True
-                    if message.get("more_body", False):
-                        await self._drain(receive)
-                    return {"type": "http.request", "body": b"", "more_body": False}
-            return message
-
-        replaced = False
-
-        async def guarded(message: Message) -> None:
-            nonlocal replaced
-            if not over:
-                await send(message)
-                return
-            # The app answered a cut-off body (a parse error, most likely): say what happened.
-            if message["type"] == "http.response.start" and not replaced:
-                replaced = True
-                await self._send_json(send, 413, self._too_large())
-
-        await self.app(scope, limited, guarded)
-
-    async def _drain(self, receive: Receive) -> None:
-        # Reading the rest keeps the connection usable for the answer; past a generous cap the
-        # client is not worth listening to and the server will close the connection.
-        discarded = 0
-        while discarded <= 16 * self.max_bytes:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            discarded += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
-    async def _refuse(
-        self, receive: Receive, send: Send, status: int, detail: str, retry: int | None = None
-    ) -> None:
-        await self._drain(receive)
-        await self._send_json(send, status, detail, retry)
-
-    @staticmethod
-    async def _send_json(send: Send, status: int, detail: str, retry: int | None = None) -> None:
-        body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if retry is not None:
-            headers.append((b"retry-after", str(retry).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 def _save_upload(upload: UploadFile, kind: str) -> Path:
     """Copy the upload to a file of its own in a new temporary folder (the predictor reads
     files by path; the suffix helps FFmpeg pick a demuxer)."""
@@ -272,10 +193,14 @@ def _inputs(
 
 
 def create_app(
-    predictors: Sequence[PredictorLike], settings: ServeSettings | None = None
+    predictors: Sequence[PredictorLike],
+    settings: ServeSettings | None = None,
+    host: str | None = None,
+    port: int | None = None,
 ) -> FastAPI:
     """The service over ``predictors`` (one per worker thread, all loaded from the same
-    bundle; none is shared between threads)."""
+    bundle; none is shared between threads). ``host`` and ``port``: where it listens; on the
+    loopback address it answers requests for localhost only."""
     settings = settings or ServeSettings()
     if not predictors:
         raise EmomatchError("the service needs at least one loaded predictor")
@@ -300,7 +225,10 @@ def create_app(
             f"model bundle. Classes: {', '.join(labels)}. Modalities: {', '.join(modalities)}."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)
     static = resources.files("emomatch.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     busy_headers = {"Retry-After": str(settings.retry_after_s)}
@@ -346,7 +274,7 @@ def create_app(
         ),
     ) -> PredictionOut:
         """Predict the emotion of a clip, its transcript, or both."""
-        if request.scope.get(_OVERSIZE):
+        if request.scope.get(OVERSIZE):
             raise HTTPException(413, f"upload larger than {settings.max_upload_mb:g} MB")
         text = (text or "").strip() or None
         if text is not None and len(text) > settings.max_text_chars:
@@ -361,25 +289,17 @@ def create_app(
         if clip is None and text is None:
             raise HTTPException(422, "send a clip (form field 'clip'), a 'text', or both")
         path: Path | None = None
-        info: ClipInfo | None = None
-        try:
-            if clip is not None:
-                try:
-                    kind = check_media_type(clip.content_type, clip.filename)
-                except UnsupportedMediaType as exc:
-                    raise HTTPException(415, str(exc)) from None
-                path = await run_in_threadpool(_save_upload, clip, kind)
-                info = await run_in_threadpool(
-                    probe_clip, path, settings.max_seconds, clip.filename or "upload"
-                )
-            kwargs = _inputs(modalities, info, path, text)
-        except UnusableClip as exc:
-            _remove(path)
-            raise HTTPException(422, str(exc)) from None
-        except BaseException:
-            _remove(path)
-            raise
-        long_clip = info is not None and info.seconds > settings.segment_seconds
+        if clip is not None:
+            try:
+                kind = check_media_type(clip.content_type, clip.filename)
+            except UnsupportedMediaType as exc:
+                raise HTTPException(415, str(exc)) from None
+            path = await run_in_threadpool(_save_upload, clip, kind)
+        else:
+            try:
+                _inputs(modalities, None, None, text)
+            except UnusableClip as exc:
+                raise HTTPException(422, str(exc)) from None
         shown = (clip.filename if clip is not None else None) or "upload"
 
         def named(message: str) -> str:
@@ -387,6 +307,15 @@ def create_app(
             return message.replace(str(path), shown) if path is not None else message
 
         def work(predictor: PredictorLike) -> PredictionOut:
+            # The probe decodes (a first frame, every packet's time): it runs here, in the
+            # bounded pool, so that no number of uploads decodes more at once than it admits.
+            info: ClipInfo | None = None
+            if path is not None:
+                info = probe_clip(
+                    path, settings.max_seconds, shown, max_pixels=settings.max_frame_pixels
+                )
+            kwargs = _inputs(modalities, info, path, text)
+            long_clip = info is not None and info.seconds > settings.segment_seconds
             whole = predictor.predict(**kwargs)
             if whole.label is None:
                 reasons = "; ".join(f"{m}: {r}" for m, r in whole.missing.items())
@@ -410,6 +339,8 @@ def create_app(
         except PoolFull as exc:
             _remove(path)
             raise HTTPException(503, f"{exc}; try again shortly", headers=busy_headers) from None
+        except UnusableClip as exc:
+            raise HTTPException(422, str(exc)) from None
         except EmomatchError as exc:
             raise HTTPException(422, named(str(exc))) from None
 
@@ -419,7 +350,12 @@ def create_app(
         max_bytes=settings.max_upload_bytes,
         pool=pool,
         retry=settings.retry_after_s,
+        max_uploads=settings.max_uploads,
+        read_timeout=settings.read_timeout_s,
+        upload_timeout=settings.upload_timeout_s,
     )
+    if host is not None and is_loopback(host):
+        app.add_middleware(HostCheck, port=port)
     app.state.settings = asdict(settings)
     return app
 

@@ -55,8 +55,8 @@ class ClipInfo:
 
     has_audio: bool
     has_video: bool
-    #: seconds, from the container's header or, where it has none (a browser's MediaRecorder
-    #: WebM), from the last packet's time
+    #: seconds, from the packets' times (a header's duration is an estimate a crafted file
+    #: can make as small as it likes: an MP3 said 260 s and lasted 2,420 s)
     seconds: float
 
 
@@ -85,16 +85,31 @@ def check_media_type(declared: str | None, filename: str | None) -> str:
     )
 
 
-def _first_frame_decodes(container: Any, stream: Any) -> bool:
+#: largest video frame decoded by default, pixels
+MAX_PIXELS = 4096 * 4096
+
+
+def _first_frame_decodes(container: Any, stream: Any, max_pixels: int, shown: str) -> bool:
     import av
 
     try:
         for packet in container.demux(stream):
-            for _frame in packet.decode():
+            for frame in packet.decode():
+                _check_pixels(
+                    getattr(frame, "width", 0), getattr(frame, "height", 0), max_pixels, shown
+                )
                 return True
     except (av.FFmpegError, ValueError):
         return False
     return False
+
+
+def _check_pixels(width: int, height: int, max_pixels: int, shown: str) -> None:
+    if (width or 0) * (height or 0) > max_pixels:
+        raise UnusableClip(
+            f"clip {shown}: frames of {width}x{height} pixels, larger than this service's limit "
+            f"of {max_pixels:,} pixels a frame"
+        )
 
 
 def _seconds_from_packets(container: Any, limit: float) -> float:
@@ -110,11 +125,16 @@ def _seconds_from_packets(container: Any, limit: float) -> float:
     return end
 
 
-def probe_clip(path: str | Path, max_seconds: float, name: str | None = None) -> ClipInfo:
-    """Open ``path`` and check it is a decodable audio or video clip of at most ``max_seconds``.
+def probe_clip(
+    path: str | Path, max_seconds: float, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> ClipInfo:
+    """Open ``path`` and check it is a decodable audio or video clip of at most ``max_seconds``
+    whose video frames have at most ``max_pixels`` pixels.
 
     Raises :class:`UnusableClip` naming the clip (``name``, else the path) for an empty,
-    corrupt or stream-less file, one whose streams do not decode, or one that is too long.
+    corrupt or stream-less file, one whose streams do not decode, one whose frames are too
+    large (checked from the stream's header before a frame is decoded), or one that is too
+    long (timed by its packets, not by the header's estimate).
     """
     import av
 
@@ -131,29 +151,40 @@ def probe_clip(path: str | Path, max_seconds: float, name: str | None = None) ->
         video = list(container.streams.video)
         if not audio and not video:
             raise UnusableClip(f"clip {shown}: no audio or video stream")
-        seconds = float(container.duration / av.time_base) if container.duration else 0.0
+        for video_stream in video:
+            context = video_stream.codec_context
+            _check_pixels(context.width, context.height, max_pixels, shown)
+        header_seconds = float(container.duration / av.time_base) if container.duration else 0.0
     # Each stream is decoded from a fresh opening: demuxing one stream skips the other's packets.
     for kind, streams in (("audio", audio), ("video", video)):
         if not streams:
             continue
         with av.open(str(path)) as again:
             stream = again.streams.audio[0] if kind == "audio" else again.streams.video[0]
-            if not _first_frame_decodes(again, stream):
+            if not _first_frame_decodes(again, stream, max_pixels, shown):
                 raise UnusableClip(f"clip {shown}: its {kind} does not decode (corrupt data)")
+    with av.open(str(path)) as again:
+        try:
+            seconds = _seconds_from_packets(again, max_seconds)
+        except av.FFmpegError as exc:
+            raise UnusableClip(f"clip {shown}: corrupt media ({_reason(exc)})") from None
     if seconds <= 0:
-        with av.open(str(path)) as again:
-            try:
-                seconds = _seconds_from_packets(again, max_seconds)
-            except av.FFmpegError as exc:
-                raise UnusableClip(f"clip {shown}: corrupt media ({_reason(exc)})") from None
+        seconds = header_seconds  # no packet carries a time: the header is all there is
+    elif seconds > max_seconds:
+        # the count stopped past the limit: an honest header says by how much
+        seconds = max(seconds, header_seconds)
     if seconds < MIN_SECONDS:
         raise UnusableClip(
             f"clip {shown}: {seconds * 1000:.0f} ms of media, too short to say anything about "
             f"(at least {MIN_SECONDS * 1000:.0f} ms)"
         )
     if seconds > max_seconds:
-        raise UnusableClip(
-            f"clip {shown}: {seconds:.1f} s is longer than this service's limit of "
-            f"{max_seconds:g} s; cut it into shorter clips"
-        )
+        if header_seconds >= seconds:
+            said = f"{seconds:.1f} s is longer than this service's limit of {max_seconds:g} s"
+        else:  # counted up to the limit only, against a header that says less
+            said = (
+                f"longer than this service's limit of {max_seconds:g} s (its header says "
+                f"{header_seconds:.1f} s)"
+            )
+        raise UnusableClip(f"clip {shown}: {said}; cut it into shorter clips")
     return ClipInfo(has_audio=bool(audio), has_video=bool(video), seconds=seconds)

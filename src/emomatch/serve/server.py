@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from emomatch.errors import EmomatchError
 from emomatch.serve.app import ServeSettings, create_app
@@ -34,11 +35,25 @@ def load_predictors(
     return list(predictors)
 
 
-def connection_limit(settings: ServeSettings) -> int:
-    """Open connections uvicorn accepts at once (more get 503): enough for every admitted
-    job's request plus as many again still uploading or reading the page, so that the memory
-    held by uploads in flight (each spooled to disk past 1 MB) stays bounded."""
-    return 2 * (settings.queue + 1) + 32
+def server_config(
+    app: Any, host: str, port: int, settings: ServeSettings, log_level: str = "info"
+) -> Any:
+    """uvicorn's settings for the service: its h11 protocol with the connection cap and the
+    header deadline (:mod:`emomatch.serve.guard`); uploads in flight are capped by the app
+    (``max_uploads``: each holds at most 1 MB in memory, the rest is spooled to disk)."""
+    import uvicorn
+
+    from emomatch.serve.guard import guarded_protocol
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=guarded_protocol(
+            settings.max_connections, settings.read_timeout_s, settings.retry_after_s
+        ),
+    )
 
 
 def run_server(
@@ -55,8 +70,10 @@ def run_server(
     import uvicorn
 
     settings = settings or ServeSettings()
+    if not 0 <= port <= 65535:
+        raise EmomatchError(f"--port must be 0 to 65535, got {port}")
     predictors = load_predictors(bundle, workers, device, transcribe)
-    app = create_app(predictors, settings)
+    app = create_app(predictors, settings, host=host, port=port)
     log.info(
         "serving %s: %d worker(s), queue %d, page at http://%s:%d/",
         bundle,
@@ -65,11 +82,8 @@ def run_server(
         host,
         port,
     )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        limit_concurrency=connection_limit(settings) + workers,
-    )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(server_config(app, host, port, settings))
+    try:
+        server.run()
+    except (OSError, OverflowError) as exc:
+        raise EmomatchError(f"cannot listen on {host}:{port}: {exc}") from None

@@ -17,9 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from emomatch.corpora.record import corpus_record
 from emomatch.errors import DataError
 from emomatch.store import FeatureStore, ModalitySpec, StoreWriter
-from emomatch.store.format import new_store_folder
+from emomatch.store.writer import new_store_folder
+
+#: the corpus record's name in the store's info: a model trained on it names it when applied
+SYNTHETIC_FEATURES_NAME = "emomatch synthetic features (generated vectors, no media)"
 
 if TYPE_CHECKING:
     import torch
@@ -156,7 +160,11 @@ def write_synthetic_store(
             classes=list(corpus.classes),
             modalities=specs,
             fields=["split", *(f"fold_{k}" for k in range(1, corpus.folds + 1))],
-            info={"generator": "emomatch.synthetic", "seed": corpus.seed},
+            info={
+                "generator": "emomatch.synthetic",
+                "seed": corpus.seed,
+                "corpus": corpus_record(SYNTHETIC_FEATURES_NAME, True, None),
+            },
         ) as writer,
     ):
         counter = 0

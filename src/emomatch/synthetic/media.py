@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from emomatch.corpora.manifest import write_manifest
+from emomatch.corpora.record import corpus_record, write_corpus_record
 from emomatch.errors import DataError
 from emomatch.extract.mediawrite import write_video, write_wav
 
@@ -41,6 +42,8 @@ from emomatch.extract.mediawrite import write_video, write_wav
 SPLITS = ("train", "validation", "test")
 UNLABELED_SPLIT = "unlabeled"
 DEFAULT_CLASSES = ("angry", "happy", "neutral", "sad")
+#: the corpus record's name (``corpus.json``): a model trained on it names it when applied
+SYNTHETIC_MEDIA_NAME = "emomatch synthetic clips (generated audio, faces, English transcripts)"
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -770,4 +773,6 @@ def write_media_corpus(
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for chunk_rows in pool.map(_make_chunk, _chunks(items, 16), repeat(settings)):
                 rows.extend(chunk_rows)
+    # the clips are generated: a model trained on them says so wherever it is applied
+    write_corpus_record(out, corpus_record(SYNTHETIC_MEDIA_NAME, True, "en"))
     return write_manifest(pd.DataFrame(rows), out / "manifest.csv")

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import yaml
-from pytorch_lightning.callbacks import Callback, EarlyStopping
+from pytorch_lightning.callbacks import Callback, EarlyStopping, RichProgressBar
 
 from emomatch.config import ExperimentConfig
 from emomatch.errors import ConfigError, EmomatchError
 from emomatch.files import atomic_path, atomic_write_text, hold_lock
+from emomatch.rundir import BEST, TOP_PREFIX, RunFolder
 from emomatch.runtime import StreamingCheckpointIO, keep_freed_memory
+from emomatch.safeload import read_checkpoint
+from emomatch.threads import share_machine
 from emomatch.training.module import EmoMatchModule
 from emomatch.training.persist import (
-    LAST,
     EveryEpochCheckpoint,
     SelectingCheckpoint,
     checkpoint_epoch,
@@ -31,14 +32,12 @@ from emomatch.training.prepare import prepare_training_data
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-TOP_PREFIX = "top-"
-SELECTED = "selected.ckpt"
 #: keys that may change between an interrupted run and its resumption
 RESUMABLE_CHANGES = {
     ("train", "max_epochs"),
     ("train", "progress_bar"),
     ("train", "num_workers"),
+    ("train", "threads"),
     ("train", "loggers"),
     # the same gradients either way: only memory and time differ
     ("train", "recompute"),
@@ -47,6 +46,36 @@ RESUMABLE_CHANGES = {
 
 class RunExistsError(EmomatchError):
     pass
+
+
+class _Unactionable(logging.Filter):
+    """Drops Lightning's lines a user cannot act on: the advert for its cloud logger at every
+    fit, and "`weights_only` was not set" at every checkpoint load (every load here goes
+    through :mod:`emomatch.safeload`, weights only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "litlogger" not in message and "`weights_only` was not set" not in message
+
+
+_UNACTIONABLE = _Unactionable()
+for _name in (
+    "pytorch_lightning.utilities.rank_zero",
+    "pytorch_lightning.trainer.connectors.checkpoint_connector",
+):
+    logging.getLogger(_name).addFilter(_UNACTIONABLE)
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's bar counts epochs from 0 ("Epoch 4/4" for max_epochs 5): this one from 1,
+    as "Epoch 5/5"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = super()._get_train_description(current_epoch)
+        total = self.trainer.max_epochs
+        counted = f"Epoch {current_epoch + 1}" + (f"/{total}" if total is not None else "")
+        # Lightning pads the description to the validation one's width
+        return counted.ljust(len(description))
 
 
 def config_differences(
@@ -68,10 +97,6 @@ def precision_for(cfg: ExperimentConfig) -> str:
         return cfg.train.precision
     gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return "16-mixed" if gpu else "32-true"
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return run_dir / "checkpoints"
 
 
 class TopEpochs(SelectingCheckpoint):
@@ -115,17 +140,12 @@ def fit(
         return _fit_locked(
             cfg, run_dir, prepare_training_data(cfg), _resumed(run_dir, resume), callbacks
         )
-    ckdir = checkpoint_dir(run_dir)
-    last = ckdir / LAST
-    saved = run_dir / CONFIG_FILE
+    run = RunFolder(run_dir)
     config_dict = cfg.model_dump(mode="json")
     if resume:
-        if not last.is_file():
-            raise RunExistsError(f"cannot resume: {last} does not exist")
-        old = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
-        with contextlib.suppress(ValueError):
-            # a run saved by an earlier version lacks keys added since: they take their defaults
-            old = ExperimentConfig.model_validate(old).model_dump(mode="json")
+        if not run.can_resume():
+            raise RunExistsError(f"cannot resume: {run.last} does not exist")
+        old = run.saved_config()
         resumable = set(RESUMABLE_CHANGES)
         if cfg.train.schedule != "constant":
             # the decay is laid out over max_epochs: another budget is another schedule
@@ -133,8 +153,11 @@ def fit(
         changed = [k for k in config_differences(old, config_dict) if k not in resumable]
         if changed:
             keys = ", ".join(".".join(k) for k in changed)
-            raise RunExistsError(f"cannot resume {run_dir}: the config differs in {keys}")
-    elif ckdir.exists() and any(ckdir.iterdir()):
+            raise RunExistsError(
+                f"cannot resume {run_dir}: the config differs in {keys} (`emomatch resume "
+                f"{run_dir}` continues with the config and overrides the run saved)"
+            )
+    elif run.has_checkpoints():
         raise RunExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
@@ -148,7 +171,7 @@ def fit(
             return _fit_locked(cfg, run_dir, data, resumed_epoch, callbacks)
     except BaseException:
         # A run that failed before its first checkpoint leaves no folder behind to trip over.
-        if created and not (ckdir / LAST).is_file():
+        if created and not run.can_resume():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -163,7 +186,7 @@ def launched_rank() -> int:
 
 
 def _resumed(run_dir: Path, resume: bool) -> int | None:
-    return checkpoint_epoch(checkpoint_dir(run_dir) / LAST) if resume else None
+    return checkpoint_epoch(RunFolder(run_dir).last) if resume else None
 
 
 def _fit_locked(
@@ -174,8 +197,9 @@ def _fit_locked(
     callbacks: Sequence[Callback],
 ) -> Path:
     keep_freed_memory()
-    ckdir = checkpoint_dir(run_dir)
-    last = ckdir / LAST
+    share_machine(cfg.train.threads)
+    run = RunFolder(run_dir)
+    ckdir = run.checkpoint_dir
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = EmoMatchModule(
         config=cfg.model_dump(mode="json"),
@@ -188,7 +212,7 @@ def _fit_locked(
     metric = cfg.train.select_metric
     selector = SelectingCheckpoint(
         dirpath=ckdir,
-        filename="best",
+        filename=Path(BEST).stem,
         monitor=f"val/{metric}",
         mode="max",
         save_top_k=1,
@@ -236,8 +260,13 @@ def _fit_locked(
             devices=cfg.train.devices,
             num_nodes=cfg.train.num_nodes,
             precision=precision_for(cfg),  # type: ignore[arg-type]
-            callbacks=[*selecting, EveryEpochCheckpoint(ckdir), *callbacks],
-            logger=epoch_loggers(cfg.train.loggers, run_dir / "logs", resumed_epoch),
+            callbacks=[
+                *selecting,
+                EveryEpochCheckpoint(ckdir),
+                *([EpochProgressBar()] if cfg.train.progress_bar else []),
+                *callbacks,
+            ],
+            logger=epoch_loggers(cfg.train.loggers, run.logs_dir, resumed_epoch),
             enable_progress_bar=cfg.train.progress_bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -250,24 +279,24 @@ def _fit_locked(
         # Lightning's MisconfigurationException is a ValueError/RuntimeError subclass.
         raise ConfigError(f"train settings refused by the trainer: {exc}") from None
     if launched_rank() == 0:
-        atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
-    resume_from = str(last) if resumed_epoch is not None else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
-    best = ckdir / "best.ckpt"
+        atomic_write_text(run.config_path, cfg.to_yaml())
+    resume_from = str(run.last) if resumed_epoch is not None else None
+    with warnings.catch_warnings():
+        # Lightning's own use of a deprecated torch name; nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
+    best = run.best
     # Only rank 0 writes checkpoints (and renames them into place after the others went on).
     if trainer.is_global_zero and not best.is_file():
         raise EmomatchError(f"training ended without a best checkpoint in {ckdir}")
     if keeps_several and trainer.is_global_zero:
-        return average_checkpoints(sorted(ckdir.glob(TOP_PREFIX + "*.ckpt")), ckdir / SELECTED)
+        return average_checkpoints(sorted(ckdir.glob(TOP_PREFIX + "*.ckpt")), run.averaged)
     return best
 
 
 def selected_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint a finished run is scored with: ``selected.ckpt`` where the run kept the
-    last epoch(s) or averaged several, else the best epoch's."""
-    ckdir = checkpoint_dir(Path(run_dir))
-    selected = ckdir / SELECTED
-    return selected if selected.is_file() else ckdir / "best.ckpt"
+    """The checkpoint a finished run is scored with (see :class:`RunFolder`)."""
+    return RunFolder(run_dir).selected_checkpoint()
 
 
 def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
@@ -275,7 +304,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
     weights lie close enough for a mean to be a good model, as in Polyak or SWA averaging)."""
     if not paths:
         raise EmomatchError(f"no checkpoints to average next to {out}")
-    saved = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    saved = [read_checkpoint(p) for p in paths]
     first = saved[0]
     states = [s["state_dict"] for s in saved]
     averaged = {}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,8 @@ from emomatch.config import ExperimentConfig
 from emomatch.data import to_inputs
 from emomatch.metrics import classification_metrics
 from emomatch.model import EmotionModel, Normalizer
-from emomatch.model.losses import objective, stream_terms
+from emomatch.model.losses import objective, prediction_terms, stream_terms
+from emomatch.model.views import drop_modalities
 
 
 class EmoMatchModule(pl.LightningModule):
@@ -40,6 +42,7 @@ class EmoMatchModule(pl.LightningModule):
             self.register_buffer("class_weights", torch.tensor(class_weights))
         else:
             self.class_weights = None
+        self._teacher: list[EmotionModel] = []
         self._val_true: list[torch.Tensor] = []
         self._val_pred: list[torch.Tensor] = []
 
@@ -83,11 +86,21 @@ class EmoMatchModule(pl.LightningModule):
         )
         unlabeled = None
         wants_unlabeled = loss_cfg.unlabeled and (loss_cfg.reconstruction or loss_cfg.matching)
-        if wants_unlabeled and "unlabeled" in batch:
-            unlabeled = stream_terms(
-                self.model, self.normalized(batch["unlabeled"]), loss_cfg, generator=shuffles
-            )
+        pool = self.normalized(batch["unlabeled"]) if "unlabeled" in batch else None
+        if wants_unlabeled and pool is not None:
+            unlabeled = stream_terms(self.model, pool, loss_cfg, generator=shuffles)
         total, parts = objective(labeled, unlabeled, loss_cfg)
+        if loss_cfg.unlabeled and loss_cfg.self_training:
+            streams = [pool] if pool is not None else []
+            if loss_cfg.consistency_on_labeled:
+                streams.append(inputs)
+            for stream in streams:
+                extra = prediction_terms(
+                    self.model, stream, loss_cfg, self._modality_draws(), self.teacher()
+                )
+                for key, value in extra.items():
+                    parts[key] = parts[key] + value if key in parts else value
+                    total = total + value
         size = len(lab["labels"])
         self.log("train/loss", total, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         self.log_dict(
@@ -98,6 +111,25 @@ class EmoMatchModule(pl.LightningModule):
             sync_dist=True,
         )
         return total
+
+    def teacher(self) -> EmotionModel | None:
+        """The EMA teacher (``loss.ema_decay > 0``), made from the model at the first call."""
+        if self.cfg.loss.ema_decay <= 0:
+            return None
+        if not self._teacher:
+            # Held in a list, not as a sub-module: its weights stay out of checkpoints and
+            # exported bundles, which hold the model that is scored.
+            self._teacher.append(copy.deepcopy(self.model).requires_grad_(False))
+        return self._teacher[0]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._teacher:
+            decay = self.cfg.loss.ema_decay
+            with torch.no_grad():
+                for t, p in zip(
+                    self._teacher[0].parameters(), self.model.parameters(), strict=True
+                ):
+                    t.lerp_(p.detach(), 1.0 - decay)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         lab = batch["labeled"]
@@ -186,21 +218,3 @@ def lr_scale(
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return scale
-
-
-def drop_modalities(
-    inputs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-    p: float,
-    generator: torch.Generator,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Each modality a row has is made absent (length 0, the ``data.missing: mask`` path) with
-    probability ``p``; a row whose draw took every modality it had keeps the one that drew the
-    highest number (uniform among them), so no row is left with nothing to classify from."""
-    present = torch.stack([n > 0 for _, n in inputs.values()], 1)
-    draw = torch.rand(present.shape, generator=generator).to(present.device)
-    drop = (draw < p) & present
-    emptied = present.any(1) & ~(present & ~drop).any(1)
-    kept = torch.where(present, draw, -1.0).argmax(1)
-    columns = torch.arange(present.shape[1], device=present.device)
-    drop &= ~(emptied[:, None] & (columns == kept[:, None]))
-    return {m: (x, n.masked_fill(drop[:, i], 0)) for i, (m, (x, n)) in enumerate(inputs.items())}

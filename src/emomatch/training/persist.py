@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from emomatch.errors import EmomatchError, WriteError
 from emomatch.files import atomic_write_text, describe_os_error
-
-LAST = "last.ckpt"
+from emomatch.rundir import HISTORY_FILE, LAST, checkpoint_metadata
 
 
 def save_atomically(trainer: pl.Trainer, final: Path) -> None:
@@ -73,17 +71,8 @@ class EveryEpochCheckpoint(Checkpoint):
 
 def checkpoint_epoch(path: Path) -> int:
     """The epoch a checkpoint ends; a damaged file is one clear error, not a zip traceback."""
-    try:
-        # mapped: the zip structure and the metadata are read, the tensors are left for the
-        # trainer's own load of the same file
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        return int(saved["epoch"])
-    except Exception as exc:  # torch raises RuntimeError, EOFError, pickle errors, KeyError ...
-        raise EmomatchError(
-            f"cannot resume from {path}: the file is damaged or not an emomatch checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-            "delete the run folder to start again"
-        ) from None
+    lead = f"cannot resume from {path}: the file is damaged or not an emomatch checkpoint"
+    return int(checkpoint_metadata(path, problem=lead)["epoch"])
 
 
 class EpochHistory(Logger):
@@ -96,7 +85,7 @@ class EpochHistory(Logger):
     redoes only the rest.
     """
 
-    FILE = "metrics.csv"
+    FILE = HISTORY_FILE
 
     def __init__(self, log_dir: Path, keep_through: int | None = None) -> None:
         super().__init__()

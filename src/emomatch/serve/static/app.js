@@ -28,9 +28,19 @@ async function describeModel() {
     $("model").textContent = `Classes: ${labels.join(", ")} · reads ${mods} · clips up to ` +
       `${lim.max_seconds} s and ${lim.max_upload_mb} MB; longer than ` +
       `${lim.segment_seconds} s also get emotion over time.`;
+    offerInputs(new Set(health.modalities));
   } catch (err) {
     $("model").textContent = "The service does not answer /health.";
   }
+}
+
+// Only the inputs the model reads: no camera without the visual modality, no transcript box
+// without the lexical one, no microphone for a model of faces alone.
+function offerInputs(reads) {
+  $("record-video").hidden = !reads.has("visual");
+  $("record-audio").hidden = !(reads.has("acoustic") || reads.has("lexical"));
+  $("transcript").hidden = !reads.has("lexical");
+  if (!reads.has("lexical")) $("text").value = "";
 }
 
 function showError(message) {

@@ -30,7 +30,7 @@ from emomatch.synthetic.media import (
     synthesize_speech,
     write_media_corpus,
 )
-from tests.conftest import TINY_MODEL
+from tests.support.builders import TINY_MODEL
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 

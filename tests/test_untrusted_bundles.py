@@ -1,0 +1,268 @@
+"""A bundle is read with limits and checked against its schema before anything is built from
+it: every hostile or broken one is one BundleError (one ``error:`` line from the command)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tracemalloc
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file, save_file
+
+import emomatch
+from emomatch.bundle import BundleError, read_bundle, write_archive
+from emomatch.bundle.format import BundleLimits
+from emomatch.synthetic import write_synthetic_store
+from tests.support.builders import make_config, tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("hostile-bundle")
+    write_synthetic_store(tiny_corpus(n_unlabeled=0), root / "store")
+    cfg = make_config(root / "store", loss={"unlabeled": False})
+    emomatch.train(cfg, out=root / "run", overrides=["train.max_epochs=1"])
+    return emomatch.export(root / "run", root / "bundle")["folder"]
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def _edit_meta(folder: Path, change: Callable[[dict], object]) -> None:
+    meta = json.loads((folder / "bundle.json").read_text())
+    change(meta)
+    (folder / "bundle.json").write_text(json.dumps(meta))
+
+
+def _load_refused(folder: Path, match: str) -> str:
+    with pytest.raises(BundleError, match=match) as caught:
+        emomatch.load(folder)
+    text = str(caught.value)
+    assert "\n" not in text
+    return text
+
+
+SHAPE_CASES = {
+    "string": ("abc", "shapes.acoustic"),
+    "negative": ([-3], "shapes.acoustic.0"),
+    "scalar": (5, "shapes.acoustic"),
+    "float": ([2e9], "shapes.acoustic.0"),
+    "bool": ([True], "shapes.acoustic.0"),
+    "too-wide": ([5_000_000], "shapes.acoustic.0"),
+    "three-dims": ([2, 2, 2], "not the shape of one utterance"),
+    # within the schema, but not the weights' shape: refused before the model is allocated
+    "wrong-width": ([1 << 20], "does not fit the model"),
+}
+
+
+@pytest.mark.parametrize("case", SHAPE_CASES, ids=list(SHAPE_CASES))
+def test_bad_shapes_are_named(bundle: Path, tmp_path: Path, case: str) -> None:
+    value, match = SHAPE_CASES[case]
+    folder = _copy(bundle, tmp_path)
+    _edit_meta(folder, lambda m: m["shapes"].__setitem__("acoustic", value))
+    tracemalloc.start()
+    try:
+        _load_refused(folder, match)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20  # the 2**20-wide input layer alone would be 128 MiB
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda m: m.__setitem__("features", ["acoustic"]), "features"),
+        (lambda m: m.__setitem__("labels", ["angry", "angry", "neutral", "sad"]), "twice"),
+        (lambda m: m.__setitem__("labels", []), "labels"),
+        (lambda m: m.__setitem__("labels", ["a", "b", "c", "d", "e"]), "does not fit"),
+        (lambda m: m.__setitem__("modalities", ["acoustic", "smell"]), "smell"),
+        (lambda m: m["members"][0].__setitem__("weights", "../../etc/passwd"), "members.0"),
+        (lambda m: m["members"].append(dict(m["members"][0])), "same weights file"),
+    ],
+    ids=["features-list", "duplicate-labels", "no-labels", "labels-vs-weights", "modality",
+         "weights-path", "member-twice"],
+)  # fmt: skip
+def test_bad_bundle_json_fields_are_named(bundle: Path, tmp_path: Path, change, match) -> None:
+    folder = _copy(bundle, tmp_path)
+    _edit_meta(folder, change)
+    _load_refused(folder, match)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [("[" * 100_000 + "]" * 100_000, "nested too deeply"), ("1" + "0" * 5000, "not valid JSON")],
+    ids=["deep", "long-integer"],
+)
+def test_bundle_json_nested_or_huge_numbers(bundle: Path, tmp_path: Path, text, match) -> None:
+    folder = _copy(bundle, tmp_path)
+    (folder / "bundle.json").write_text(text)
+    _load_refused(folder, match)
+
+
+def test_config_yaml_deep_or_huge_model(bundle: Path, tmp_path: Path) -> None:
+    folder = _copy(bundle, tmp_path)
+    (folder / "config.yaml").write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
+    _load_refused(folder, "nested too deeply")
+    config = yaml.safe_load((bundle / "config.yaml").read_text())
+    config["model"]["latent_dim"] = 2_000_000_000
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    _load_refused(folder, "does not fit|describe no model|beyond its")
+
+
+@pytest.mark.parametrize("kind", ["int8", "bool", "nan", "inf"])
+def test_weights_of_the_wrong_type_or_not_finite(bundle: Path, tmp_path: Path, kind: str) -> None:
+    folder = _copy(bundle, tmp_path)
+    path = folder / "weights" / "seed_0.safetensors"
+    tensors = load_file(path)
+    key = sorted(k for k in tensors if k.startswith("model.classifier."))[0]
+    if kind in ("int8", "bool"):
+        tensors[key] = tensors[key].astype(np.int8 if kind == "int8" else np.bool_)
+        match = "not floating point"
+    else:
+        tensors[key] = tensors[key].copy()
+        tensors[key].flat[0] = np.nan if kind == "nan" else np.inf
+        match = "NaN or infinite"
+    save_file(tensors, path)
+    _load_refused(folder, match)
+
+
+def test_a_folder_is_checked_for_bundle_json_before_anything_is_read(tmp_path: Path) -> None:
+    folder = tmp_path / "home"
+    folder.mkdir()
+    with open(folder / "big.bin", "wb") as fh:
+        fh.truncate(64 << 20)  # sparse: costs no disk, but read whole it is 64 MiB of memory
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleError, match="bundle.json is missing"):
+            read_bundle(folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def _tar_piece(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+def padded_archive(folder: Path, target: Path, pad_bytes: int, pads: int = 2) -> Path:
+    """The bundle as a .tar.gz with ``pads`` members of ``pad_bytes`` zeros after its files.
+
+    The gzip stream is built from several gzip members (which gzip and tarfile read as one
+    stream), the zeros compressed once and repeated: 1 GiB of zeros costs ~1 MB on disk."""
+    zeros = zlib_zeros(pad_bytes)
+    with open(target, "wb") as out:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            name = f"{folder.name}/{path.relative_to(folder).as_posix()}"
+            block = _tar_piece(name, len(data)) + data + b"\0" * (-len(data) % 512)
+            out.write(gzip.compress(block, 1))
+        for k in range(pads):
+            out.write(gzip.compress(_tar_piece(f"{folder.name}/pad-{k}.bin", pad_bytes), 1))
+            out.write(zeros)  # pad_bytes is a multiple of 512: no tar padding needed
+        out.write(gzip.compress(b"\0" * 1024, 1))
+    return target
+
+
+_ZEROS: dict[int, bytes] = {}
+
+
+def zlib_zeros(n: int) -> bytes:
+    """One gzip member of ``n`` zero bytes, compressed in 16 MiB steps (cached per size)."""
+    if n not in _ZEROS:
+        out = io.BytesIO()
+        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as gz:
+            chunk = bytes(16 << 20)
+            left = n
+            while left:
+                gz.write(chunk[: min(left, len(chunk))])
+                left -= min(left, len(chunk))
+        _ZEROS[n] = out.getvalue()
+    return _ZEROS[n]
+
+
+def test_padded_archives_are_refused_from_their_headers(bundle: Path, tmp_path: Path) -> None:
+    limits = BundleLimits(file_bytes=1 << 20, total_bytes=4 << 20, members=16)
+    padded = padded_archive(bundle, tmp_path / "padded.tar.gz", 8 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleError, match="pad-0.bin unpacks to 8.0 MiB"):
+            read_bundle(padded, limits)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    # the same bundle without padding reads within these limits
+    assert read_bundle(write_archive(bundle, tmp_path / "plain.tar.gz"), limits).members
+    # a zip: the central directory gives every size before anything is read
+    with zipfile.ZipFile(tmp_path / "padded.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(bundle.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(bundle).as_posix())
+        zf.writestr("pad.bin", bytes(8 << 20))
+    with pytest.raises(BundleError, match="pad.bin unpacks to 8.0 MiB"):
+        read_bundle(tmp_path / "padded.zip", limits)
+    # many small members, and members small alone but large together
+    many = tmp_path / "many.tar.gz"
+    with tarfile.open(many, "w:gz") as tf:
+        for k in range(20):
+            tf.addfile(tarfile.TarInfo(f"junk-{k}"), io.BytesIO(b""))
+    with pytest.raises(BundleError, match="more than 16 members"):
+        read_bundle(many, limits)
+    total = tmp_path / "total.tar.gz"
+    padded_archive(bundle, total, 1 << 20, pads=5)
+    with pytest.raises(BundleError, match="more than 4.0 MiB"):
+        read_bundle(total, limits)
+
+
+def test_small_unknown_members_are_skipped(bundle: Path, tmp_path: Path) -> None:
+    archive = write_archive(bundle, tmp_path / "b.tar.gz")
+    extra = tmp_path / "extra.tar.gz"
+    with tarfile.open(archive) as src, tarfile.open(extra, "w:gz") as dst:
+        for member in src:
+            dst.addfile(member, src.extractfile(member))
+        dst.addfile(tarfile.TarInfo(f"{bundle.name}/NOTES.txt"), io.BytesIO(b""))
+    assert emomatch.load(extra).labels == emomatch.load(bundle).labels
+
+
+def test_predict_of_an_archive_padded_with_two_gib_of_zeros(bundle: Path, tmp_path: Path) -> None:
+    """The issue's case at full size through the command: two 1 GiB members of zeros (2 MB of
+    gzip), refused from their headers; the process peaks far below 1 GB, no traceback."""
+    padded = padded_archive(bundle, tmp_path / "padded.tar.gz", 1 << 30)
+    assert padded.stat().st_size < 16 << 20
+    code = "from emomatch.cli import app; app()"
+    with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, "predict", str(padded), "--text", "hi"],
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    errors = (tmp_path / "err").read_text()
+    assert proc.returncode == 2, errors
+    assert "Traceback" not in errors
+    assert [line for line in errors.splitlines() if line.startswith("error:")] == [
+        f"error: {padded}: member {bundle.name}/pad-0.bin unpacks to 1.0 GiB, more than a "
+        "bundle file may be (512.0 MiB)"
+    ]
+    assert usage.ru_maxrss * 1024 < 1_000_000_000, usage.ru_maxrss
