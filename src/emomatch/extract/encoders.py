@@ -190,8 +190,6 @@ class _Backbone:
     """A loaded model: ``hidden_states(signal)`` -> every layer's (frames, dim) output, entry 0
     the input embeddings, the last one the model's output."""
 
-    frame_rate: float
-
     def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
         """At least entries 0..``upto`` (all of them when None)."""
         raise NotImplementedError
@@ -204,7 +202,6 @@ class _WhisperBackbone(_Backbone):
         self.encoder = encoder.eval().to(device)
         self.device = device
         self.features = WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins)
-        self.frame_rate = SAMPLE_RATE / _HOP / 2
 
     def _encode(self, mel: Any, upto: int | None = None) -> list[Any]:
         """Whisper's encoder on (1, mels, frames) with frames <= 3000: the library's forward
@@ -262,8 +259,6 @@ class _HFBackbone(_Backbone):
         except (OSError, ValueError) as exc:
             raise ConfigError(f"acoustic model {folder} cannot be loaded: {exc}") from None
         self.device = device
-        ratio = int(np.prod(getattr(self.model.config, "conv_stride", [320])))
-        self.frame_rate = SAMPLE_RATE / ratio
 
     def _encode(self, signal: np.ndarray) -> list[Any]:
         import torch
@@ -327,6 +322,8 @@ class SpeechEncoderExtractor:
             if not self.model_path.is_dir():
                 raise ConfigError(f"acoustic model {self.model_path} is not a folder")
             self.model_name = self.model_path.name
+        #: encoder frames per second: Whisper's 100 mel frames halved by its strided convolution
+        self._native_rate = SAMPLE_RATE / _HOP / 2
         self.format, self.hidden_size, self.num_layers = self._inspect()
         if encoder == "whisper" and self.format == "hf" and self.model_type != "whisper":
             raise ConfigError(
@@ -395,6 +392,10 @@ class SpeechEncoderExtractor:
             )
         config = _read_json(config_file)
         self.model_type = str(config.get("model_type", ""))
+        strides = config.get("conv_stride")
+        if self.model_type != "whisper" and isinstance(strides, list) and strides:
+            # wav2vec2-like front ends: one frame per product of the convolutions' strides
+            self._native_rate = SAMPLE_RATE / float(np.prod(strides))
         if self.model_type == "whisper":
             hidden, layers = config.get("d_model"), config.get("encoder_layers")
         else:
@@ -432,6 +433,7 @@ class SpeechEncoderExtractor:
         }
         if sequence:
             settings["stride"] = self.stride
+            settings["frame_rate"] = self.frame_rate
         return ModalitySpec(
             kind="sequence" if sequence else "vector",
             dim=self.dim,
@@ -461,7 +463,7 @@ class SpeechEncoderExtractor:
     @property
     def frame_rate(self) -> float:
         """Frames per second of the features (``sequence`` pooling)."""
-        return self._load().frame_rate / self.stride
+        return self._native_rate / self.stride
 
     def embed(self, signal: np.ndarray) -> tuple[np.ndarray, int]:
         """The pooled features of one 16 kHz mono signal and their valid length."""
