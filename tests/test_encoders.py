@@ -139,6 +139,7 @@ def test_hf_layers_and_pooling_follow_the_models_hidden_states(models, clip) -> 
     assert seq.frame_rate == pytest.approx(SR / 160 / 2)
     spec = seq.spec()
     assert (spec.kind, spec.dim, spec.max_len) == ("sequence", 16, 200)
+    assert spec.extractor["frame_rate"] == 50.0 and spec.extractor["stride"] == 2
     got = features(seq, Utterance("a", clip))
     frames = hidden[1][0].numpy()
     n = len(frames) // 2
@@ -204,6 +205,13 @@ def test_provenance_rebuilds_the_extractor_and_refuses_other_weights(models) -> 
         rebuild_extractors({"acoustic": recorded})
     built = rebuild_extractors({"acoustic": recorded}, {"acoustic": {"model": models["wav2vec2"]}})
     assert asdict(built["acoustic"].spec()) == recorded
+    seq = asdict(
+        SpeechEncoderExtractor(
+            "hf", model=models["wav2vec2"], pooling="sequence", stride=3, max_frames=40
+        ).spec()
+    )
+    rebuilt = rebuild_extractors({"acoustic": seq}, {"acoustic": {"model": models["wav2vec2"]}})
+    assert asdict(rebuilt["acoustic"].spec()) == seq
     # the same architecture with other weights: the hash tells them apart
     with pytest.raises(DataError, match=r"acoustic\.weights_sha256"):
         rebuild_extractors(
@@ -364,3 +372,14 @@ def test_visual_hf_image_model_encodes_faces_and_travels_by_provenance(tmp_path)
     assert asdict(built["visual"].spec()) == recorded
     with pytest.raises(DataError, match="needs visual.model"):
         FaceExtractor(encoder="hf")
+
+
+def test_hf_long_audio_goes_through_in_30_s_pieces(models) -> None:
+    ex = SpeechEncoderExtractor("hf", model=models["wav2vec2"], layer=-1)
+    backbone = ex._load()
+    signal = voiced(31.0)
+    whole = backbone.hidden_states(signal)
+    first = backbone._encode(signal[: 30 * SR])
+    second = backbone._encode(signal[30 * SR :])
+    assert len(whole[-1]) == len(first[-1]) + len(second[-1])
+    np.testing.assert_allclose(whole[-1][: len(first[-1])].numpy(), first[-1].numpy(), atol=1e-6)

