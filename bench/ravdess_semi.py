@@ -293,6 +293,34 @@ def main() -> None:
             margin = np.mean(ua["semi", share]) - max(have)
             print(f"ravdess_semi_vs_best_baseline_{share}: {margin:.2f}")
     print(f"ravdess_semi_seconds: {time.perf_counter() - started:.1f}")
+    if len(shares) > 1:
+        plot_curve(ua, shares, args.work / "ravdess_curve.png")
+
+
+def plot_curve(ua: dict[tuple[str, int], list[float]], shares: list[int], out: Path) -> None:
+    """Test UA against the labelled share, one line per method (mean, std as a band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        have = [s for s in shares if (method, s) in ua]
+        if not have:
+            continue
+        mean = np.array([np.mean(ua[method, s]) for s in have])
+        std = np.array([np.std(ua[method, s]) for s in have])
+        ax.plot(have, mean, marker="o", label=method)
+        ax.fill_between(have, mean - std, mean + std, alpha=0.15)
+    ax.set_xlabel("labelled share of the training actors' clips (%)")
+    ax.set_ylabel("test UA (%)")
+    ax.set_title("RAVDESS, face units + MFCC, actors 21-24")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    print(f"ravdess_semi_plot: {out}")
 
 
 if __name__ == "__main__":
