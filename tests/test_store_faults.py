@@ -56,11 +56,12 @@ def start(args: list[str]) -> subprocess.Popen[str]:
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]:
+    """Exit status and what the run printed: its summary (stdout) after its log (stderr)."""
     try:
-        _, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     finally:
         kill_group(proc)
-    return proc.returncode, err
+    return proc.returncode, err + out
 
 
 def kill_group(proc: subprocess.Popen[str]) -> None:
