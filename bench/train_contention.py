@@ -1,6 +1,7 @@
 """Training beside another job: one run alone, then two of the same at once.
 
     .venv/bin/python bench/train_contention.py [--work runs/bench_contention] [--epochs 6]
+                                               [--wait-policy PASSIVE|ACTIVE]
 
 Writes a synthetic feature store (``emomatch synth``), then times ``emomatch train`` of the same
 config as a subprocess: once alone, then twice at the same moment. Each run uses its default
@@ -48,9 +49,15 @@ def emomatch() -> list[str]:
     return [sys.executable, "-c", "from emomatch.cli import app; app()"]
 
 
+#: ``--wait-policy ACTIVE`` gives the children OpenMP's spinning waits instead (emomatch only
+#: sets PASSIVE where the environment says nothing): the comparison the figure is about
+WAIT_POLICY: dict[str, str] = {}
+
+
 def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["PYTHONWARNINGS"] = "ignore"
+    env.update(WAIT_POLICY)
     return env
 
 
@@ -79,7 +86,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench_contention"))
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--wait-policy", choices=["PASSIVE", "ACTIVE"], default="PASSIVE")
     args = parser.parse_args()
+    if args.wait_policy == "ACTIVE":
+        WAIT_POLICY.update(OMP_WAIT_POLICY="ACTIVE", KMP_BLOCKTIME="200")
+    print(f"openmp_wait_policy: {args.wait_policy}")
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "store" / "store.json").is_file():
