@@ -233,7 +233,32 @@ def test_speech_to_text_fills_a_missing_transcript(media) -> None:
     if got.text:
         assert got.asr and "lexical" in got.modalities
     else:
-        assert got.missing["lexical"] == "no transcript, and no speech found"
+        assert got.missing["lexical"].startswith("no transcript")
+
+
+class RefusingTranscriber:
+    """Speech-to-text that hears speech it will not vouch for (another language, say)."""
+
+    note = ""
+
+    def __call__(self, path: object, start: object = None, end: object = None) -> str:
+        self.note = "refused: the speech is de (p=0.97), not en"
+        return ""
+
+
+def test_a_refused_transcript_says_why_in_missing(media, predictor) -> None:
+    """A clip whose speech-to-text was refused says so where the prediction lists what it could
+    not use, not "no speech found"."""
+    audio = media["manifest"].parent / _row(media, "train_00001").audio
+    predictor.preprocess._transcriber = RefusingTranscriber()
+    try:
+        got = predictor.predict(audio=audio)
+    finally:
+        predictor.preprocess._transcriber = None
+    assert got.missing["lexical"] == (
+        "no transcript (speech-to-text refused: the speech is de (p=0.97), not en)"
+    )
+    assert not got.asr and "acoustic" in got.modalities
 
 
 def test_a_model_of_generated_clips_says_so_and_warns_on_other_media(

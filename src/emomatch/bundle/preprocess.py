@@ -96,8 +96,12 @@ class Preprocessor:
                 self._transcribe = False
         return self._transcriber
 
-    def with_transcripts(self, items: list[Utterance], asr: list[bool]) -> list[Utterance]:
-        """Rows without text, with speech, get a transcript when speech-to-text is at hand."""
+    def with_transcripts(
+        self, items: list[Utterance], asr: list[bool], notes: list[str] | None = None
+    ) -> list[Utterance]:
+        """Rows without text, with speech, get a transcript when speech-to-text is at hand;
+        ``asr[k]`` says whether row k's text came from it, ``notes[k]`` why it gave none (a
+        refused transcript: another language, low confidence)."""
         if "lexical" not in self.modalities:
             return items
         out = []
@@ -119,6 +123,8 @@ class Preprocessor:
                 text = ""  # unreadable audio: the acoustic extractor says why
             if transcriber.note:
                 log.warning("%s: speech-to-text %s", source, transcriber.note)
+                if notes is not None:
+                    notes[k] = transcriber.note
             asr[k] = bool(text)
             out.append(replace(item, text=text))
         return out
@@ -136,7 +142,8 @@ class Preprocessor:
         from emomatch.extract.worker import extract_modalities
 
         asr = [False] * len(items)
-        items = self.with_transcripts(items, asr)
+        notes = [""] * len(items)
+        items = self.with_transcripts(items, asr, notes)
         results = extract_modalities(self.extractors, items)
         n = len(items)
         arrays = {m: np.zeros((n, *self.shapes[m]), np.float32) for m in self.modalities}
@@ -152,7 +159,8 @@ class Preprocessor:
                     missing[i][m] = "no face found" if m == "visual" else "nothing found"
         for i, item in enumerate(items):
             if "lexical" in missing[i] and not item.text.strip():
-                missing[i]["lexical"] = self._no_text_reason()
+                refused = f"no transcript (speech-to-text {notes[i]})" if notes[i] else ""
+                missing[i]["lexical"] = refused or self._no_text_reason()
             if "visual" in missing[i] and item.video is None:
                 missing[i]["visual"] = "no video"
         return ModelInputs(items, arrays, lengths, missing, asr)
