@@ -112,10 +112,7 @@ def resume_run(run_dir: str | Path, threads: int | None = None) -> dict[str, Any
         cfg.train.threads = threads
     if members:
         cfg.seed = min(int(m.path.name.removeprefix(SEED_PREFIX)) for m in members)
-        if run.is_finished():
-            return run.read_metrics()
-        return train_seeds(cfg, run.path, len(members), resume=True)
-    return resume_or_train(cfg, run.path, resume=True)
+    return resume_or_train(cfg, run.path, resume=True, seeds=max(1, len(members)))
 
 
 def train_seeds(

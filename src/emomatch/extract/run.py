@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,6 +44,7 @@ from emomatch.extract.worker import (
 )
 from emomatch.files import describe_os_error
 from emomatch.store import StoreWriter
+from emomatch.threads import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _local_results(
         for chunk in chunks:
             yield extract_chunk(extractors, chunk)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, available_cpus() // workers)
     ctx = get_context("spawn")
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=init_worker, initargs=(dict(extractors), threads)

@@ -6,12 +6,11 @@ connection."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from emomatch.serve.guard import host_allowed
+from emomatch.serve.guard import host_allowed, refusal
 from emomatch.serve.pool import PredictionPool
 
 Scope = MutableMapping[str, Any]
@@ -25,16 +24,8 @@ OVERSIZE = "emomatch.upload_too_large"
 
 
 async def send_json(send: Send, status: int, detail: str, retry: int | None = None) -> None:
-    """A whole JSON answer that closes the connection (with ``Retry-After`` for a 503)."""
-    body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        # the request may not have been read whole: the connection cannot carry another
-        (b"connection", b"close"),
-    ]
-    if retry is not None:
-        headers.append((b"retry-after", str(retry).encode()))
+    """A whole JSON refusal (:func:`emomatch.serve.guard.refusal`) through ASGI."""
+    body, headers = refusal(detail, retry)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

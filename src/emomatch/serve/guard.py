@@ -23,19 +23,28 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 
-def json_response(status: int, detail: str, retry_after: int | None = None) -> bytes:
-    """A whole HTTP/1.1 response with a JSON body, closing the connection."""
+def refusal(detail: str, retry_after: int | None = None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and headers every refusal of the service has: ``{"detail": ...}`` as JSON, the
+    connection closed (the request may not have been read whole, so the connection cannot carry
+    another), and ``Retry-After`` where the client may try again."""
     body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
-    reason = {408: "Request Timeout", 421: "Misdirected Request", 503: "Service Unavailable"}
-    lines = [
-        f"HTTP/1.1 {status} {reason.get(status, 'Error')}",
-        "content-type: application/json",
-        f"content-length: {len(body)}",
-        "connection: close",
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
     ]
     if retry_after is not None:
-        lines.append(f"retry-after: {retry_after}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        headers.append((b"retry-after", str(retry_after).encode()))
+    return body, headers
+
+
+def json_response(status: int, detail: str, retry_after: int | None = None) -> bytes:
+    """A whole HTTP/1.1 refusal (see :func:`refusal`), for the protocol level."""
+    body, headers = refusal(detail, retry_after)
+    reason = {408: "Request Timeout", 421: "Misdirected Request", 503: "Service Unavailable"}
+    lines = [f"HTTP/1.1 {status} {reason.get(status, 'Error')}".encode()]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def is_loopback(host: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 from emomatch.errors import EmomatchError
 from emomatch.serve.app import ServeSettings, create_app
 from emomatch.serve.protocols import PredictorLike
+from emomatch.threads import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -19,19 +20,17 @@ def load_predictors(
 ) -> list[PredictorLike]:
     """One predictor per worker, each with its own model and extractors (none is shared
     between threads, so none needs to be thread-safe)."""
-    import emomatch
+    from emomatch.bundle import load
 
     if workers < 1:
         raise EmomatchError(f"--workers must be at least 1, got {workers}")
     # Loaded before torch is touched here: a bad bundle is refused without importing it.
-    predictors = [
-        emomatch.load(bundle, device=device, transcribe=transcribe) for _ in range(workers)
-    ]
+    predictors = [load(bundle, device=device, transcribe=transcribe) for _ in range(workers)]
     if not os.environ.get("OMP_NUM_THREADS"):
         import torch
 
         # Workers run side by side: each gets its share of the cores instead of all of them.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(max(1, available_cpus() // workers))
     return list(predictors)
 
 
