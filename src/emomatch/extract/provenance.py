@@ -71,6 +71,7 @@ def extractor_options(
             needs.append("encoder")
     elif name == "transformer":
         from emomatch.extract.lexical import DEFAULT_MODEL_PACKAGE
+        from emomatch.extract.textmodels import archive_model_for_record
 
         options.update(
             layer=settings.get("layer"),
@@ -80,7 +81,11 @@ def extractor_options(
             punctuation=settings.get("punctuation"),
             sentence=settings.get("sentence"),
         )
-        if not str(settings.get("model", "")).startswith(DEFAULT_MODEL_PACKAGE + "=="):
+        recorded_model = str(settings.get("model", ""))
+        named = archive_model_for_record(recorded_model)
+        if named is not None:
+            options["model"] = named
+        elif not recorded_model.startswith(DEFAULT_MODEL_PACKAGE + "=="):
             needs.append("model")
     elif name in ("whisper", "hf"):
         from emomatch.extract.encoders import WHISPER_PACKAGE
