@@ -381,8 +381,8 @@ def extract(
 
     Extractor options (--option, repeatable), e.g.:
     --option acoustic.feature_set=eGeMAPSv02 --option visual.detector=none
-    --option visual.encoder=my.onnx --option lexical.model=/models/bert-large
-    --option lexical.max_words=12
+    --option visual.encoder=my.onnx --option lexical.model=mpnet
+    --option lexical.model=/models/bert-large --option lexical.max_words=12
     """
     _setup_logging()
     from contextlib import ExitStack
