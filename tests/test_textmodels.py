@@ -139,9 +139,7 @@ def test_weights_that_differ_from_the_pinned_hash_are_refused(
     installed: Path, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wrong = dict(_model(tiny_folder).sha256, **{"model.safetensors": "0" * 64})
-    monkeypatch.setattr(
-        textmodels, "ARCHIVE_MODELS", {"tiny": _model(tiny_folder, sha256=wrong)}
-    )
+    monkeypatch.setattr(textmodels, "ARCHIVE_MODELS", {"tiny": _model(tiny_folder, sha256=wrong)})
     with pytest.raises(DataError, match="model.safetensors has SHA-256 .* refused"):
         TransformerWordExtractor(model="tiny")
     # nothing half-made is left for the next use to load
