@@ -244,10 +244,9 @@ def test_bad_settings_and_bad_clips(models, tmp_path) -> None:
 def test_extract_cli_store_equals_what_the_predictor_computes(models, tmp_path) -> None:
     import emomatch
     from emomatch.cli import app
-    from emomatch.runs import train_and_report
     from emomatch.store import FeatureStore
     from emomatch.synthetic.media import write_media_corpus
-    from tests.support.builders import make_config
+    from tests.support.bundles import stored_probabilities, train_and_export
 
     manifest = write_media_corpus(
         tmp_path / "media", per_class_labeled=3, unlabeled=0, seconds=1.0, classes=("a", "b")
@@ -274,16 +273,7 @@ def test_extract_cli_store_equals_what_the_predictor_computes(models, tmp_path) 
     assert result.exit_code == 0, result.output
     info = runner.invoke(app, ["info", str(store)])
     assert info.exit_code == 0 and "'name': 'hf'" in info.output and "weights_sha256" in info.output
-    cfg = make_config(
-        store,
-        data={"store": str(store), "modalities": ["acoustic"]},
-        loss={"unlabeled": False},
-        train={"max_epochs": 1},
-    )
-    train_and_report(cfg, tmp_path / "run")
-    bundle = tmp_path / "bundle"
-    result = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(bundle)])
-    assert result.exit_code == 0, result.output
+    bundle = train_and_export(store, ["acoustic"], tmp_path)
     assert (
         json.loads((bundle / "bundle.json").read_text())["features"]["acoustic"]["extractor"][
             "layer"
@@ -302,9 +292,7 @@ def test_extract_cli_store_equals_what_the_predictor_computes(models, tmp_path) 
     assert isinstance(computed, Features)
     np.testing.assert_allclose(computed.array, fs.fetch("acoustic", at)[0], atol=1e-5)
     got = predictor.predict(audio=audio)
-    stored = predictor.predict_features(
-        {"acoustic": fs.fetch("acoustic", at)}, {"acoustic": fs.lengths("acoustic", at)}
-    )[0]
+    stored = stored_probabilities(predictor, store, uid, "acoustic")
     np.testing.assert_allclose([got.probabilities[c] for c in predictor.labels], stored, atol=2e-4)
 
 

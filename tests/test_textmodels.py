@@ -185,10 +185,9 @@ def test_a_bundle_trained_on_a_named_model_predicts_what_the_store_holds(
 
     import emomatch
     from emomatch.cli import app
-    from emomatch.runs import train_and_report
     from emomatch.store import FeatureStore
     from emomatch.synthetic.media import write_media_corpus
-    from tests.support.builders import make_config
+    from tests.support.bundles import stored_probabilities, train_and_export
 
     manifest = write_media_corpus(
         tmp_path / "media", per_class_labeled=3, unlabeled=0, seconds=1.0, classes=("a", "b")
@@ -200,27 +199,14 @@ def test_a_bundle_trained_on_a_named_model_predicts_what_the_store_holds(
     assert result.exit_code == 0, result.output
     info = runner.invoke(app, ["info", str(store)])
     assert "tiny-text-pypi==0.0.1" in info.output
-    cfg = make_config(
-        store,
-        data={"store": str(store), "modalities": ["lexical"]},
-        loss={"unlabeled": False},
-        train={"max_epochs": 1},
-    )
-    train_and_report(cfg, tmp_path / "run")
-    bundle = tmp_path / "bundle"
-    result = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(bundle)])
-    assert result.exit_code == 0, result.output
+    bundle = train_and_export(store, ["lexical"], tmp_path)
     recorded = json.loads((bundle / "bundle.json").read_text())["features"]["lexical"]
     assert recorded["extractor"]["model"] == "tiny-text-pypi==0.0.1"
     shutil.rmtree(installed)  # the serving machine unpacks it again from the installed pieces
     predictor = emomatch.load(bundle)  # no model path given: rebuilt by name
-    fs = FeatureStore(store)
-    uid = fs.index["id"].iloc[0]
-    at = np.flatnonzero(fs.index["id"].to_numpy() == uid)
+    uid = FeatureStore(store).index["id"].iloc[0]
     text = str(pd.read_csv(manifest, keep_default_na=False).set_index("id").loc[uid, "text"])
     got = predictor.predict(text=text)
-    stored = predictor.predict_features(
-        {"lexical": fs.fetch("lexical", at)}, {"lexical": fs.lengths("lexical", at)}
-    )[0]
+    stored = stored_probabilities(predictor, store, uid, "lexical")
     np.testing.assert_allclose([got.probabilities[c] for c in predictor.labels], stored, atol=2e-4)
     assert (installed / "tiny-text-0.0.1" / "model.safetensors").is_file()
