@@ -13,9 +13,11 @@ refused rather than loaded.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import importlib.metadata
 import io
+import itertools
 import os
 import re
 import shutil
@@ -140,7 +142,7 @@ class JoinedPieces(io.RawIOBase):
     def __init__(self, pieces: Sequence[Path]) -> None:
         self._files = [open(p, "rb") for p in pieces]  # noqa: SIM115 (closed in close())
         self._sizes = [os.fstat(f.fileno()).st_size for f in self._files]
-        self._starts = [sum(self._sizes[:k]) for k in range(len(self._sizes))]
+        self._starts = [0, *itertools.accumulate(self._sizes)][:-1]
         self._size = sum(self._sizes)
         self._pos = 0
 
@@ -162,7 +164,7 @@ class JoinedPieces(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         done = 0
         while done < len(view) and self._pos < self._size:
-            k = max(i for i, s in enumerate(self._starts) if s <= self._pos)
+            k = bisect.bisect_right(self._starts, self._pos) - 1
             f = self._files[k]
             f.seek(self._pos - self._starts[k])
             want = min(len(view) - done, self._starts[k] + self._sizes[k] - self._pos)
